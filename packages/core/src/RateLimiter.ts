@@ -1,0 +1,334 @@
+/**
+ * An exact sliding-window rate limiter: per key (per host), FIFO-fair, pausable until an instant (Retry-After).
+ *
+ * What it adds over `effect/RateLimiter`: that one is a single token bucket or fixed window for everything (no keys,
+ * no pause), and both algorithms let up to `2 × limit` starts through within one interval when a burst straddles a
+ * refill or window boundary (so do `@effect/experimental`'s, whose memory store also never forgets a key). Here no
+ * half-open interval of length `per` ever holds more than `limit` starts, for each key separately; waiters of a key
+ * are served in arrival order; `pauseUntil` holds a key back until an instant; an interrupted waiter takes no slot;
+ * idle keys are forgotten, so millions of hosts cost memory only while active. An uncontended acquire is a synchronous
+ * check of a ring buffer of start instants: no fiber, no semaphore. Waiters of a key share one timer.
+ *
+ * The window lives behind a {@link RateLimiterStore} shaped like `@effect/experimental`'s `RateLimiterStore`: a
+ * sliding-window log keyed by key, `tryAcquire -> allowed | retryAt`, so a PostgreSQL or Redis store can later make
+ * several processes share one limit. The in-memory store is the default.
+ *
+ * Answers the tutorial's "Rate-Limited API Client": its limiter deadlocks at the 6th request, because it awaits
+ * `self.acquire()` recursively inside `async with self.lock`, re-entering a non-reentrant `asyncio.Lock` it holds
+ * (see examples/rate-limited-fetch.ts).
+ */
+import type { Scope } from "effect"
+import { Context, Data, Duration, Effect, Layer, Option } from "effect"
+
+/** Bad options: `field` names the option, `reason` says what is wrong with `value`. */
+export class InvalidRateLimit extends Data.TaggedError("InvalidRateLimit")<{
+  readonly field: "limit" | "per" | "idleTimeToLive"
+  readonly value: unknown
+  readonly reason: string
+}> {
+  override get message() {
+    return `invalid rate limit: ${this.field} ${this.reason} (got ${String(this.value)})`
+  }
+}
+
+/** A store's answer: the start is recorded, or it is refused until `retryAt` (epoch millis) at the earliest. */
+export type Decision = { readonly allowed: true } | { readonly allowed: false; readonly retryAt: number }
+
+const allowed: Decision = { allowed: true }
+
+/**
+ * The shared state of a limiter: a sliding-window log of start instants per key, plus a pause instant per key.
+ * Both operations must be atomic per key. `now` is the caller's clock; a store shared by several processes may use
+ * its own clock instead (then `retryAt` is in that clock too). Entries whose window is empty and whose pause has
+ * passed must not be kept forever (expire them, e.g. with a TTL of the window).
+ */
+export interface RateLimiterStore<E = never> {
+  /**
+   * Drops the key's starts at or before `now - windowMillis`; then refuses if `now` is before the key's pause or
+   * `limit` starts remain (with the earliest instant a retry can succeed), else records a start at `now`.
+   */
+  readonly tryAcquire: (request: {
+    readonly key: string
+    readonly now: number
+    readonly limit: number
+    readonly windowMillis: number
+  }) => Effect.Effect<Decision, E>
+  /**
+   * `tryAcquire` answered on the spot, for a store in this process: the limiter then checks without building an effect
+   * (the uncontended acquire is the hot path).
+   */
+  readonly unsafeTryAcquire?: ((key: string, now: number, limit: number, windowMillis: number) => Decision) | undefined
+  /** No start for `key` before `until`; a later instant extends the pause, an earlier one never shortens it. */
+  readonly pauseUntil: (request: {
+    readonly key: string
+    readonly until: number
+    readonly now: number
+  }) => Effect.Effect<void, E>
+}
+
+/** The in-memory store: `size` counts the keys it holds (for leak tests). */
+export interface MemoryStore extends RateLimiterStore {
+  readonly size: Effect.Effect<number>
+}
+
+export interface Options<E = never> {
+  /** Starts allowed per key in any interval of length `per`: a positive integer. */
+  readonly limit: number
+  readonly per: Duration.DurationInput
+  /**
+   * How often the default in-memory store forgets keys whose window has emptied (default: `per`): a key idle for
+   * `per + idleTimeToLive` holds no memory. A custom `store` expires its own entries.
+   */
+  readonly idleTimeToLive?: Duration.DurationInput | undefined
+  readonly store?: RateLimiterStore<E> | undefined
+}
+
+export interface RateLimiter<E = never> {
+  readonly limit: number
+  readonly per: Duration.Duration
+  /** Waits, first come first served among the callers of `key`, until a start for `key` is allowed, and takes it. */
+  readonly acquire: (key: string) => Effect.Effect<void, E>
+  /** No start for `key` before `epochMillis` (Retry-After); a later pause extends, an earlier one never shortens. */
+  readonly pauseUntil: (key: string, epochMillis: number) => Effect.Effect<void, E>
+  /** `acquire(key)`, then the effect. */
+  readonly withPermit: (key: string) => <A, E2, R>(effect: Effect.Effect<A, E2, R>) => Effect.Effect<A, E | E2, R>
+  /** Keys that have callers waiting (their per-key queue and timer exist only while this is so). */
+  readonly waitingKeys: Effect.Effect<number>
+}
+
+/** The limiter as a service, for an application that shares one limiter (keyed by host) between its parts. */
+export const RateLimiter: Context.Tag<RateLimiter, RateLimiter> = Context.GenericTag<RateLimiter>("spindle/RateLimiter")
+
+/** Starts of one key, oldest first, in a ring buffer that grows up to the largest count seen (at most the limit). */
+class StartLog {
+  times: Array<number> = []
+  head = 0
+  count = 0
+  startsExpireAt = 0
+  pausedUntil = 0
+
+  dropUpTo(cutoff: number) {
+    const times = this.times
+    while (this.count > 0 && times[this.head] <= cutoff) {
+      this.head = this.head + 1 === times.length ? 0 : this.head + 1
+      this.count--
+    }
+  }
+
+  oldest() {
+    return this.times[this.head]
+  }
+
+  push(instant: number) {
+    const times = this.times
+    if (this.count < times.length) {
+      const tail = this.head + this.count
+      times[tail < times.length ? tail : tail - times.length] = instant
+    } else {
+      if (this.head !== 0) {
+        this.times = times.slice(this.head).concat(times.slice(0, this.head))
+        this.head = 0
+      }
+      this.times.push(instant)
+    }
+    this.count++
+  }
+}
+
+const positiveDuration = (field: "per" | "idleTimeToLive", input: Duration.DurationInput) => {
+  const decoded = Duration.decodeUnknown(input)
+  if (Option.isNone(decoded)) {
+    return Effect.fail(new InvalidRateLimit({ field, value: input, reason: "is not a duration" }))
+  }
+  const millis = Duration.toMillis(decoded.value)
+  return Duration.isFinite(decoded.value) && millis > 0
+    ? Effect.succeed(decoded.value)
+    : Effect.fail(new InvalidRateLimit({ field, value: input, reason: "must be a positive, finite duration" }))
+}
+
+/**
+ * The default store. Keys sit in a `Map` in the order they were last written, so the sweep that runs every
+ * `idleTimeToLive` walks only the stale front: its cost is the number of keys it forgets, not the number it holds.
+ */
+export const makeMemoryStore = (options: {
+  readonly idleTimeToLive: Duration.DurationInput
+}): Effect.Effect<MemoryStore, InvalidRateLimit, Scope.Scope> =>
+  Effect.gen(function*() {
+    const idleTimeToLive = yield* positiveDuration("idleTimeToLive", options.idleTimeToLive)
+    const clock = yield* Effect.clock
+    const logs = new Map<string, StartLog>()
+    let lastWritten: string | undefined
+
+    const written = (key: string, log: StartLog) => {
+      if (key !== lastWritten) {
+        logs.delete(key)
+        logs.set(key, log)
+        lastWritten = key
+      }
+    }
+
+    const sweep = () => {
+      const now = clock.unsafeCurrentTimeMillis()
+      let budget = logs.size
+      for (const [key, log] of logs) {
+        if (budget-- === 0) break
+        if (log.startsExpireAt > now) break
+        logs.delete(key)
+        if (log.pausedUntil > now) logs.set(key, log)
+      }
+      lastWritten = undefined
+    }
+
+    yield* Effect.sync(sweep).pipe(Effect.delay(idleTimeToLive), Effect.forever, Effect.forkScoped)
+
+    const unsafeTryAcquire = (key: string, now: number, limit: number, windowMillis: number): Decision => {
+      let log = logs.get(key)
+      if (log === undefined) {
+        log = new StartLog()
+        logs.set(key, log)
+        lastWritten = key
+      } else if (now < log.pausedUntil) {
+        return { allowed: false, retryAt: log.pausedUntil }
+      } else {
+        log.dropUpTo(now - windowMillis)
+        if (log.count >= limit) return { allowed: false, retryAt: log.oldest() + windowMillis }
+        written(key, log)
+      }
+      log.push(now)
+      log.startsExpireAt = now + windowMillis
+      return allowed
+    }
+
+    return {
+      size: Effect.sync(() => logs.size),
+      unsafeTryAcquire,
+      tryAcquire: ({ key, limit, now, windowMillis }) =>
+        Effect.sync(() => unsafeTryAcquire(key, now, limit, windowMillis)),
+      pauseUntil: ({ key, now, until }) =>
+        Effect.sync(() => {
+          if (until <= now) return
+          const log = logs.get(key) ?? new StartLog()
+          log.pausedUntil = Math.max(log.pausedUntil, until)
+          written(key, log)
+        })
+    } satisfies MemoryStore
+  })
+
+/** A caller in a key's line; `resume` is set while it waits for its turn. */
+interface Waiter {
+  resume: ((effect: Effect.Effect<void>) => void) | undefined
+}
+
+const first = <A>(set: Set<A>): A | undefined => set.values().next().value
+
+/**
+ * A limiter allowing `limit` starts per key in any interval of length `per`. The scope holds the default store's
+ * sweeper.
+ *
+ * Callers of a key that cannot start at once form a line. Only its head waits for the store's `retryAt` (one timer per
+ * key); once admitted it hands the head to the next in line, which asks the store itself, at the instant its own fiber
+ * runs: the start the store records is the instant the caller really goes on, never earlier.
+ */
+export const make = <E = never>(options: Options<E>): Effect.Effect<RateLimiter<E>, InvalidRateLimit, Scope.Scope> =>
+  Effect.gen(function*() {
+    const limit = options.limit
+    if (!Number.isSafeInteger(limit) || limit < 1) {
+      return yield* new InvalidRateLimit({ field: "limit", value: limit, reason: "must be a positive integer" })
+    }
+    const per = yield* positiveDuration("per", options.per)
+    const windowMillis = Duration.toMillis(per)
+    const store: RateLimiterStore<E> = options.store ??
+      (yield* makeMemoryStore({ idleTimeToLive: options.idleTimeToLive ?? per }))
+    const clock = yield* Effect.clock
+    const lines = new Map<string, Set<Waiter>>()
+
+    const leave = (key: string, line: Set<Waiter>, waiter: Waiter) => {
+      const wasHead = first(line) === waiter
+      line.delete(waiter)
+      if (!wasHead) return
+      const next = first(line)
+      if (next === undefined) {
+        if (lines.get(key) === line) lines.delete(key)
+      } else {
+        next.resume?.(Effect.void)
+      }
+    }
+
+    /** The head of a key's line: asks the store, sleeping until `retryAt` while refused. */
+    const lead = (key: string, retryAt: number | undefined): Effect.Effect<void, E> =>
+      Effect.suspend(() => {
+        const now = clock.unsafeCurrentTimeMillis()
+        if (retryAt !== undefined && retryAt > now) {
+          return Effect.zipRight(clock.sleep(Duration.millis(retryAt - now)), lead(key, undefined))
+        }
+        return Effect.flatMap(
+          store.tryAcquire({ key, now, limit, windowMillis }),
+          (decision) => decision.allowed ? Effect.void : lead(key, Math.max(decision.retryAt, now + 1))
+        )
+      })
+
+    // Whatever way the caller leaves the line (admitted, failed, interrupted, even while being handed the head), the
+    // next in line becomes the head.
+    const queue = (key: string, retryAt: number | undefined): Effect.Effect<void, E> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.suspend(() => {
+          let line = lines.get(key)
+          if (line === undefined) {
+            line = new Set()
+            lines.set(key, line)
+          }
+          const joined = line
+          const waiter: Waiter = { resume: undefined }
+          joined.add(waiter)
+          const turn = first(joined) === waiter
+            ? lead(key, retryAt)
+            : Effect.zipRight(
+              Effect.async<void>((resume) => {
+                if (first(joined) === waiter) resume(Effect.void)
+                else waiter.resume = resume
+              }),
+              lead(key, undefined)
+            )
+          return Effect.ensuring(restore(turn), Effect.sync(() => leave(key, joined, waiter)))
+        })
+      )
+
+    const decide = store.unsafeTryAcquire
+    // Not an `Effect.fn`: a span per acquire would cost more than the acquire.
+    const acquire = decide === undefined
+      ? (key: string): Effect.Effect<void, E> =>
+        Effect.suspend(() =>
+          lines.has(key)
+            ? queue(key, undefined)
+            : Effect.flatMap(
+              store.tryAcquire({ key, now: clock.unsafeCurrentTimeMillis(), limit, windowMillis }),
+              (decision) => decision.allowed ? Effect.void : queue(key, decision.retryAt)
+            )
+        )
+      : (key: string): Effect.Effect<void, E> =>
+        Effect.suspend(() => {
+          if (lines.has(key)) return queue(key, undefined)
+          const decision = decide(key, clock.unsafeCurrentTimeMillis(), limit, windowMillis)
+          return decision.allowed ? Effect.void : queue(key, decision.retryAt)
+        })
+
+    const pauseUntil = Effect.fn("RateLimiter.pauseUntil")(function*(key: string, epochMillis: number) {
+      if (!Number.isFinite(epochMillis)) {
+        return yield* Effect.dieMessage(`RateLimiter.pauseUntil: ${epochMillis} is not an instant`)
+      }
+      yield* store.pauseUntil({ key, until: epochMillis, now: clock.unsafeCurrentTimeMillis() })
+    })
+
+    return {
+      limit,
+      per,
+      acquire,
+      pauseUntil,
+      withPermit: (key) => (effect) => Effect.zipRight(acquire(key), effect),
+      waitingKeys: Effect.sync(() => lines.size)
+    } satisfies RateLimiter<E>
+  })
+
+/** The {@link RateLimiter} service over the in-memory store. */
+export const layer = (options: Options): Layer.Layer<RateLimiter, InvalidRateLimit> =>
+  Layer.scoped(RateLimiter, make(options))

@@ -1,0 +1,275 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Clock, Data, Deferred, Duration, Effect, Exit, Fiber, FiberId, TestClock } from "effect"
+import * as RateLimiter from "../src/RateLimiter.js"
+
+interface Start {
+  readonly id: number
+  readonly at: number
+}
+
+/** The most starts any half-open interval `[s, s + per)` holds, trying every start `s` as the origin. */
+const busiestWindow = (starts: ReadonlyArray<Start>, perMillis: number) =>
+  starts.reduce(
+    (most, origin) =>
+      Math.max(most, starts.filter((start) => start.at >= origin.at && start.at < origin.at + perMillis).length),
+    0
+  )
+
+/** Forks one acquire per id (in id order), each recording its start instant once admitted. */
+const forkStarts = (limiter: RateLimiter.RateLimiter, key: string, ids: ReadonlyArray<number>) =>
+  Effect.gen(function*() {
+    const starts: Array<Start> = []
+    const fibers: Array<Fiber.RuntimeFiber<void>> = []
+    for (const id of ids) {
+      fibers.push(
+        yield* limiter.acquire(key).pipe(
+          Effect.zipRight(Clock.currentTimeMillis),
+          Effect.map((at) => {
+            starts.push({ id, at })
+          }),
+          Effect.fork
+        )
+      )
+      yield* Effect.yieldNow()
+    }
+    return { starts, fibers }
+  })
+
+const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i)
+
+describe("RateLimiter", () => {
+  it.scoped("20 acquires at 5 per second: no 1 s window holds more than 5, in arrival order, last start at 3 s", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ limit: 5, per: "1 second" })
+      const { fibers, starts } = yield* forkStarts(limiter, "api.example.com", range(0, 20))
+      assert.strictEqual(starts.length, 5, "five start at once")
+      yield* TestClock.adjust(Duration.seconds(3))
+      yield* Fiber.joinAll(fibers)
+
+      assert.strictEqual(busiestWindow(starts, 1000), 5)
+      assert.deepStrictEqual(starts.map((start) => start.id), range(0, 20), "first come, first served")
+      assert.deepStrictEqual(starts.map((start) => start.at), range(0, 20).map((i) => Math.floor(i / 5) * 1000))
+      assert.strictEqual(starts[19].at, 3000)
+      assert.strictEqual(yield* limiter.waitingKeys, 0, "the key's queue is gone once served")
+    }))
+
+  it.scoped("a waiter is admitted exactly when the oldest start leaves the window, not a millisecond before", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ limit: 2, per: "1 second" })
+      yield* limiter.acquire("k")
+      yield* TestClock.adjust(Duration.millis(300))
+      yield* limiter.acquire("k")
+      const { starts } = yield* forkStarts(limiter, "k", [1, 2])
+      yield* TestClock.adjust(Duration.millis(699))
+      assert.deepStrictEqual(starts, [], "the window [0, 1000) is full")
+      yield* TestClock.adjust(Duration.millis(1))
+      assert.deepStrictEqual(starts, [{ id: 1, at: 1000 }])
+      yield* TestClock.adjust(Duration.millis(299))
+      assert.strictEqual(starts.length, 1, "the start at 300 still counts until 1300")
+      yield* TestClock.adjust(Duration.millis(1))
+      assert.deepStrictEqual(starts, [{ id: 1, at: 1000 }, { id: 2, at: 1300 }])
+    }))
+
+  it.scoped("keys are independent: a full key does not hold back another", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ limit: 3, per: "1 second" })
+      const a = yield* forkStarts(limiter, "a.example", range(0, 4))
+      const b = yield* forkStarts(limiter, "b.example", range(0, 3))
+      assert.deepStrictEqual(a.starts.map((start) => start.at), [0, 0, 0], "the 4th of a waits")
+      assert.deepStrictEqual(b.starts.map((start) => start.at), [0, 0, 0], "b has its own window")
+      assert.strictEqual(yield* limiter.waitingKeys, 1)
+      yield* TestClock.adjust(Duration.seconds(1))
+      assert.deepStrictEqual(a.starts.map((start) => start.at), [0, 0, 0, 1000])
+    }))
+
+  it.scoped("exact under irregular arrivals: every interval of `per` holds at most `limit` starts", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ limit: 3, per: "700 millis" })
+      const starts: Array<Start> = []
+      const fibers: Array<Fiber.RuntimeFiber<void>> = []
+      let seed = 42
+      for (let id = 0; id < 120; id++) {
+        seed = (seed * 1103515245 + 12345) % 2147483648
+        yield* TestClock.adjust(Duration.millis(seed % 97))
+        fibers.push(
+          yield* limiter.acquire("k").pipe(
+            Effect.zipRight(Clock.currentTimeMillis),
+            Effect.map((at) => {
+              starts.push({ id, at })
+            }),
+            Effect.fork
+          )
+        )
+        yield* Effect.yieldNow()
+      }
+      yield* TestClock.adjust(Duration.seconds(40))
+      yield* Fiber.joinAll(fibers)
+      assert.strictEqual(starts.length, 120)
+      assert.strictEqual(busiestWindow(starts, 700), 3)
+      assert.deepStrictEqual(starts.map((start) => start.id), range(0, 120), "first come, first served")
+    }))
+
+  it.scoped("pauseUntil holds a key back until exactly that instant; a later pause extends, an earlier one does not shorten", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ limit: 5, per: "1 second" })
+      yield* limiter.pauseUntil("k", 2500)
+      yield* limiter.pauseUntil("k", 1000)
+      const { starts } = yield* forkStarts(limiter, "k", [0])
+      const other = yield* forkStarts(limiter, "other", [0])
+      assert.deepStrictEqual(other.starts, [{ id: 0, at: 0 }], "only the paused key waits")
+      yield* TestClock.adjust(Duration.millis(2499))
+      assert.deepStrictEqual(starts, [])
+      yield* TestClock.adjust(Duration.millis(1))
+      assert.deepStrictEqual(starts, [{ id: 0, at: 2500 }])
+
+      yield* limiter.pauseUntil("k", 4000)
+      const later = yield* forkStarts(limiter, "k", [1])
+      yield* TestClock.adjust(Duration.millis(1000))
+      yield* limiter.pauseUntil("k", 5000)
+      yield* TestClock.adjust(Duration.millis(1499))
+      assert.deepStrictEqual(later.starts, [], "extended from 4000 to 5000 while waiting")
+      yield* TestClock.adjust(Duration.millis(1))
+      assert.deepStrictEqual(later.starts, [{ id: 1, at: 5000 }])
+    }))
+
+  it.scoped("a waiter interrupted in the queue takes no slot: the next one starts when it would have", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ limit: 1, per: "1 second" })
+      yield* limiter.acquire("k")
+      const { fibers, starts } = yield* forkStarts(limiter, "k", [1, 2, 3, 4, 5])
+      yield* TestClock.adjust(Duration.millis(500))
+      yield* Fiber.interrupt(fibers[0])
+      yield* Fiber.interrupt(fibers[2])
+      yield* TestClock.adjust(Duration.millis(500))
+      assert.deepStrictEqual(starts, [{ id: 2, at: 1000 }], "2 took the slot 1 (the head, asleep) would have had")
+      yield* TestClock.adjust(Duration.seconds(2))
+      assert.deepStrictEqual(starts, [{ id: 2, at: 1000 }, { id: 4, at: 2000 }, { id: 5, at: 3000 }], "3 took none")
+      assert.strictEqual(yield* limiter.waitingKeys, 0)
+    }))
+
+  it.scoped("when every waiter of a key is interrupted, its queue and timer go away", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ limit: 1, per: "1 second" })
+      yield* limiter.acquire("k")
+      const { fibers } = yield* forkStarts(limiter, "k", [1, 2])
+      assert.strictEqual(yield* limiter.waitingKeys, 1)
+      yield* Fiber.interruptAll(fibers)
+      yield* TestClock.adjust(Duration.seconds(1))
+      assert.strictEqual(yield* limiter.waitingKeys, 0)
+      const { starts } = yield* forkStarts(limiter, "k", [3])
+      assert.deepStrictEqual(starts, [{ id: 3, at: 1000 }], "no slot was spent on the interrupted waiters")
+    }))
+
+  it.scoped("idle keys are forgotten: the store holds no key once every window has emptied", () =>
+    Effect.gen(function*() {
+      const store = yield* RateLimiter.makeMemoryStore({ idleTimeToLive: "1 second" })
+      const limiter = yield* RateLimiter.make({ limit: 2, per: "500 millis", store })
+      yield* Effect.forEach(range(0, 1000), (i) => limiter.acquire(`host-${i}`), { discard: true })
+      assert.strictEqual(yield* store.size, 1000)
+      yield* TestClock.adjust(Duration.millis(700))
+      yield* limiter.acquire("host-7")
+      yield* TestClock.adjust(Duration.millis(300))
+      assert.strictEqual(yield* store.size, 1, "the sweep at 1 s kept only the key whose window [700, 1200) is live")
+      yield* TestClock.adjust(Duration.seconds(1))
+      assert.strictEqual(yield* store.size, 0)
+    }))
+
+  it.scoped("a paused key is kept until its pause has passed, then forgotten", () =>
+    Effect.gen(function*() {
+      const store = yield* RateLimiter.makeMemoryStore({ idleTimeToLive: "1 second" })
+      const limiter = yield* RateLimiter.make({ limit: 2, per: "500 millis", store })
+      yield* limiter.acquire("a")
+      yield* limiter.pauseUntil("b", 2500)
+      yield* limiter.pauseUntil("c", 0)
+      assert.strictEqual(yield* store.size, 2, "a pause in the past stores nothing")
+      yield* TestClock.adjust(Duration.seconds(2))
+      assert.strictEqual(yield* store.size, 1, "b is still paused")
+      const { starts } = yield* forkStarts(limiter, "b", [0])
+      yield* TestClock.adjust(Duration.seconds(1))
+      assert.deepStrictEqual(starts, [{ id: 0, at: 2500 }])
+      yield* TestClock.adjust(Duration.seconds(1))
+      assert.strictEqual(yield* store.size, 0)
+    }))
+
+  it.scoped("withPermit starts the effect once admitted", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ limit: 1, per: "1 second" })
+      const first = yield* limiter.withPermit("k")(Clock.currentTimeMillis)
+      const second = yield* Effect.fork(limiter.withPermit("k")(Clock.currentTimeMillis))
+      yield* TestClock.adjust(Duration.seconds(1))
+      assert.deepStrictEqual([first, yield* Fiber.join(second)], [0, 1000])
+    }))
+
+  it.scoped("the head handed to a waiter at the moment it is interrupted passes on: the line never stalls", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ limit: 1, per: "1 second" })
+      yield* limiter.acquire("k")
+      const handedOver = yield* Deferred.make<Fiber.RuntimeFiber<void>>()
+      // Admitted at 1 s, the head makes `doomed` the new head, then (before `doomed` can run) interrupts it.
+      const head = yield* Effect.fork(
+        limiter.acquire("k").pipe(
+          Effect.zipRight(Deferred.await(handedOver)),
+          Effect.flatMap((doomed) => Effect.sync(() => doomed.unsafeInterruptAsFork(FiberId.none)))
+        )
+      )
+      yield* Effect.yieldNow()
+      const doomed = yield* Effect.fork(limiter.acquire("k"))
+      yield* Effect.yieldNow()
+      const { starts } = yield* forkStarts(limiter, "k", [3])
+      yield* Deferred.succeed(handedOver, doomed)
+      yield* TestClock.adjust(Duration.seconds(1))
+      yield* Fiber.join(head)
+      assert.isTrue(Exit.isInterrupted(yield* Fiber.await(doomed)))
+      yield* TestClock.adjust(Duration.seconds(1))
+      assert.deepStrictEqual(starts, [{ id: 3, at: 2000 }], "the slot at 2 s went to the next in line")
+      assert.strictEqual(yield* limiter.waitingKeys, 0)
+    }))
+
+  it.scoped("a store's failure reaches the caller as a typed error", () =>
+    Effect.gen(function*() {
+      class StoreDown extends Data.TaggedError("StoreDown")<{ readonly key: string }> {}
+      const limiter = yield* RateLimiter.make({
+        limit: 1,
+        per: "1 second",
+        store: {
+          tryAcquire: ({ key }) => Effect.fail(new StoreDown({ key })),
+          pauseUntil: ({ key }) => Effect.fail(new StoreDown({ key }))
+        }
+      })
+      const error = yield* Effect.flip(limiter.acquire("k"))
+      assert.deepStrictEqual(error, new StoreDown({ key: "k" }))
+      assert.strictEqual((yield* Effect.flip(limiter.pauseUntil("k", 1000)))._tag, "StoreDown")
+    }))
+
+  it.scoped("bad options fail with InvalidRateLimit naming the field and the reason", () =>
+    Effect.gen(function*() {
+      const cases: ReadonlyArray<readonly [RateLimiter.Options, string, string]> = [
+        [{ limit: 0, per: "1 second" }, "limit", "must be a positive integer"],
+        [{ limit: 2.5, per: "1 second" }, "limit", "must be a positive integer"],
+        [{ limit: Number.NaN, per: "1 second" }, "limit", "must be a positive integer"],
+        [{ limit: 5, per: 0 }, "per", "must be a positive, finite duration"],
+        [{ limit: 5, per: -1000 }, "per", "must be a positive, finite duration"],
+        [{ limit: 5, per: Duration.infinity }, "per", "must be a positive, finite duration"],
+        [{ limit: 5, per: "1 fortnight" as Duration.DurationInput }, "per", "is not a duration"],
+        [
+          { limit: 5, per: "1 second", idleTimeToLive: "0 millis" },
+          "idleTimeToLive",
+          "must be a positive, finite duration"
+        ]
+      ]
+      for (const [options, field, reason] of cases) {
+        const error = yield* Effect.flip(RateLimiter.make(options))
+        assert.strictEqual(error._tag, "InvalidRateLimit")
+        assert.strictEqual(error.field, field)
+        assert.strictEqual(error.reason, reason)
+        assert.include(error.message, field)
+      }
+    }))
+
+  it.scoped("pauseUntil with a non-instant is a defect", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ limit: 1, per: "1 second" })
+      const exit = yield* Effect.exit(limiter.pauseUntil("k", Number.NaN))
+      assert.isTrue(Exit.isFailure(exit) && !Exit.isInterrupted(exit))
+    }))
+})
