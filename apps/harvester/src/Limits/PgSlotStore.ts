@@ -1,0 +1,99 @@
+/**
+ * PgSlotStore — leased concurrency slots per host in the SQL database (PostgreSQL across instances, SQLite for one),
+ * the store behind `SharedConcurrency`.
+ *
+ * A host's slots are rows `(host, slot_no)` with `slot_no` in `0 .. limit - 1`; the primary key is the guarantee that
+ * at most `limit` holders exist. A claim is one statement: pick a slot number that has no live row (in random order,
+ * so concurrent claimers rarely collide) and insert it, or take it over if its lease expired
+ * (`ON CONFLICT ... DO UPDATE ... WHERE expires_at <= now`). Two instances racing for one number: PostgreSQL makes
+ * the second wait for the first's commit and then re-checks the condition on the committed row, so it takes nothing
+ * and its caller tries again. No lock. Leases expire by the database clock (`clock_timestamp()`); one heartbeat
+ * statement per instance extends the leases it holds; a sweep deletes expired rows of hosts nobody claims any more.
+ * Writes commit asynchronously on PostgreSQL (see `asyncCommit`).
+ */
+import { SqlClient } from "@effect/sql"
+import type { Scope } from "effect"
+import { Chunk, Duration, Effect, Schema } from "effect"
+import type { SlotStore } from "./LimitStore.js"
+import { LimitStoreError } from "./LimitStore.js"
+import { asyncCommit, DbInt, storeNow } from "./schema.js"
+
+/** Tokens per heartbeat statement: well under both databases' bound-parameter limits. */
+const HEARTBEAT_CHUNK = 500
+
+const CountRow = Schema.Struct({ n: DbInt })
+const decodeCount = Schema.decodeUnknown(CountRow)
+
+export interface Options {
+  /** How often expired slot rows are deleted (default 1 minute). */
+  readonly sweepInterval?: Duration.DurationInput
+}
+
+/** The store over the ambient `SqlClient` (run `ensureSchema` first); its sweep lives in the scope. */
+export const make = (options: Options = {}): Effect.Effect<SlotStore, never, SqlClient.SqlClient | Scope.Scope> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const backend = sql.onDialectOrElse({ pg: () => "postgres" as const, orElse: () => "sqlite" as const })
+    const fail = (operation: string) => (cause: unknown) => new LimitStoreError({ backend, operation, cause })
+    const asyncWrite = asyncCommit(sql)
+
+    const claim: SlotStore["claim"] = ({ key, limit, now, owner, token, ttlMillis }) => {
+      const ttl = Math.ceil(ttlMillis)
+      return sql`WITH RECURSIVE slots (n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM slots WHERE n + 1 < ${limit}),
+          clock AS (SELECT ${storeNow(sql, now)} AS now)
+        INSERT INTO limit_host_slots (host, slot_no, owner, token, expires_at)
+        SELECT ${key}, slots.n, ${owner}, ${token}, clock.now + ${ttl} FROM slots, clock
+        WHERE NOT EXISTS (
+          SELECT 1 FROM limit_host_slots AS held
+          WHERE held.host = ${key} AND held.slot_no = slots.n AND held.expires_at > clock.now
+        ) AND ${asyncWrite}
+        ORDER BY random() LIMIT 1
+        ON CONFLICT (host, slot_no) DO UPDATE
+          SET owner = excluded.owner, token = excluded.token, expires_at = excluded.expires_at
+          WHERE limit_host_slots.expires_at <= excluded.expires_at - ${ttl}
+        RETURNING slot_no`.pipe(
+        Effect.map((rows) => rows.length > 0),
+        Effect.mapError(fail("claim"))
+      )
+    }
+
+    const release: SlotStore["release"] = ({ key, token }) =>
+      sql`DELETE FROM limit_host_slots WHERE host = ${key} AND token = ${token} AND ${asyncWrite}`.pipe(
+        Effect.asVoid,
+        Effect.mapError(fail("release"))
+      )
+
+    // By token, not by owner alone: a row whose release failed is no longer held here and must be left to expire.
+    const heartbeat: SlotStore["heartbeat"] = ({ holders, now, owner, ttlMillis }) =>
+      Effect.forEach(
+        Chunk.toReadonlyArray(Chunk.chunksOf(Chunk.fromIterable(holders), HEARTBEAT_CHUNK)),
+        (chunk) =>
+          sql`UPDATE limit_host_slots
+            SET expires_at = ${storeNow(sql, now)} + ${Math.ceil(ttlMillis)}
+            WHERE owner = ${owner} AND ${asyncWrite}
+              AND token IN ${sql.in(Chunk.toReadonlyArray(chunk).map((holder) => holder.token))}
+            RETURNING slot_no`.pipe(Effect.map((rows) => rows.length))
+      ).pipe(
+        Effect.map((counts) => counts.reduce((sum, n) => sum + n, 0)),
+        Effect.mapError(fail("heartbeat"))
+      )
+
+    const holders: SlotStore["holders"] = ({ key, now }) =>
+      sql`SELECT COUNT(*) AS n FROM limit_host_slots WHERE host = ${key} AND expires_at > ${storeNow(sql, now)}`.pipe(
+        Effect.flatMap((rows) => decodeCount(rows[0])),
+        Effect.map((row) => row.n),
+        Effect.mapError(fail("holders"))
+      )
+
+    const clock = yield* Effect.clock
+    yield* Effect.suspend(() =>
+      sql`DELETE FROM limit_host_slots WHERE expires_at <= ${storeNow(sql, clock.unsafeCurrentTimeMillis())}`
+    ).pipe(
+      Effect.catchAll((error) => Effect.logWarning("slot sweep failed", error)),
+      Effect.delay(options.sweepInterval ?? Duration.minutes(1)),
+      Effect.forever,
+      Effect.forkScoped
+    )
+
+    return { backend, claim, release, heartbeat, holders } satisfies SlotStore
+  })

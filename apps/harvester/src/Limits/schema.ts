@@ -1,0 +1,108 @@
+/**
+ * schema — the tables of the SQL limit stores, created idempotently (`IF NOT EXISTS`) by `ensureSchema`, which the
+ * stores' layers run at start; the same DDL can become a forward-only migration of src/Db (it is safe to run both).
+ *
+ * - `limit_rate_starts`: the sliding-window log, one row per admitted start (`at`, epoch millis in the database's
+ *   clock) that can be dropped at `expires_at`.
+ * - `limit_rate_pauses`: one row per paused key (Retry-After), until `until_ms`.
+ * - `limit_host_slots`: leased concurrency slots, `slot_no` in `0 .. limit - 1` per host; the primary key is what
+ *   makes two instances unable to hold the same slot.
+ *
+ * On PostgreSQL several instances may start at once: the DDL runs in one transaction under an advisory lock, so
+ * concurrent `CREATE TABLE IF NOT EXISTS` cannot race on the catalog.
+ */
+import { SqlClient } from "@effect/sql"
+import type { SqlError, Statement } from "@effect/sql"
+import { Effect, Schema } from "effect"
+
+/** An integer column: PostgreSQL returns BIGINT as a string, SQLite as a number. */
+export const DbInt = Schema.Union(Schema.Number, Schema.NumberFromString)
+
+/**
+ * "Now" in epoch millis as the store decides it: PostgreSQL's `clock_timestamp()` (one clock for every instance);
+ * on SQLite the caller's `now`, because one process holds the file, so its clock is the store's (and virtual time in
+ * tests stays virtual).
+ */
+export const storeNow = (sql: SqlClient.SqlClient, callerNow: number): Statement.Fragment =>
+  sql.onDialectOrElse({
+    pg: () => sql.literal("CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000) AS BIGINT)"),
+    orElse: () => sql`CAST(${Math.floor(callerNow)} AS INTEGER)`
+  })
+
+/** Arbitrary constant naming the schema lock (`pg_advisory_xact_lock(bigint)`). */
+const SCHEMA_LOCK = 7_351_902_114
+
+/**
+ * A WHERE condition (always true) that makes a PostgreSQL write commit asynchronously: `set_config(...,
+ * is_local => true)` lasts until the statement's own transaction commits. Limit rows are short-lived, and waiting
+ * for the WAL flush made each write cost several times more here; a PostgreSQL crash can lose the last fraction of a
+ * second of writes, so limits may then be exceeded for at most one lease or window. Plain `1 = 1` on SQLite.
+ */
+export const asyncCommit = (sql: SqlClient.SqlClient): Statement.Fragment =>
+  sql.onDialectOrElse({
+    pg: () => sql.literal("set_config('synchronous_commit', 'off', true) IS NOT NULL"),
+    orElse: () => sql.literal("1 = 1")
+  })
+
+/**
+ * PostgreSQL's decision in one round trip (see PgRateLimiterStore): the same steps as the SQLite transaction, in a
+ * function, so the key's advisory lock is held for microseconds instead of five round trips. A volatile PL/pgSQL
+ * function takes a fresh snapshot per statement, so after the lock it sees the previous holder's commit.
+ */
+const TRY_ACQUIRE_FUNCTION =
+  `CREATE OR REPLACE FUNCTION limit_rate_try_acquire(p_key TEXT, p_limit BIGINT, p_window BIGINT)
+RETURNS TABLE (now_ms BIGINT, retry_at BIGINT) LANGUAGE plpgsql VOLATILE AS $fn$
+DECLARE
+  v_now BIGINT;
+  v_paused BIGINT;
+  v_live BIGINT;
+  v_oldest BIGINT;
+BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
+  PERFORM pg_advisory_xact_lock(hashtext(p_key));
+  v_now := CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000) AS BIGINT);
+  DELETE FROM limit_rate_starts WHERE key = p_key AND at <= v_now - p_window;
+  SELECT until_ms INTO v_paused FROM limit_rate_pauses WHERE key = p_key;
+  SELECT COUNT(*), MIN(at) INTO v_live, v_oldest FROM limit_rate_starts WHERE key = p_key;
+  retry_at := 0;
+  IF v_paused IS NOT NULL AND v_paused > v_now THEN retry_at := v_paused; END IF;
+  IF v_live >= p_limit THEN retry_at := GREATEST(retry_at, v_oldest + p_window); END IF;
+  IF retry_at = 0 THEN
+    INSERT INTO limit_rate_starts (key, at, expires_at) VALUES (p_key, v_now, v_now + p_window);
+  END IF;
+  now_ms := v_now;
+  RETURN NEXT;
+END
+$fn$`
+
+export const ensureSchema: Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const lock = sql.onDialectOrElse({
+    pg: () => sql`SELECT pg_advisory_xact_lock(${SCHEMA_LOCK})`,
+    orElse: () => Effect.void
+  })
+  const pgOnly = sql.onDialectOrElse({ pg: () => sql.unsafe(TRY_ACQUIRE_FUNCTION), orElse: () => Effect.void })
+  yield* sql.withTransaction(Effect.gen(function*() {
+    yield* lock
+    yield* sql`CREATE TABLE IF NOT EXISTS limit_rate_starts (
+      key TEXT NOT NULL,
+      at BIGINT NOT NULL,
+      expires_at BIGINT NOT NULL
+    )`
+    yield* sql`CREATE INDEX IF NOT EXISTS limit_rate_starts_key_at ON limit_rate_starts (key, at)`
+    yield* sql`CREATE TABLE IF NOT EXISTS limit_rate_pauses (
+      key TEXT PRIMARY KEY,
+      until_ms BIGINT NOT NULL
+    )`
+    yield* sql`CREATE TABLE IF NOT EXISTS limit_host_slots (
+      host TEXT NOT NULL,
+      slot_no INTEGER NOT NULL,
+      owner TEXT NOT NULL,
+      token TEXT NOT NULL,
+      expires_at BIGINT NOT NULL,
+      PRIMARY KEY (host, slot_no)
+    )`
+    yield* sql`CREATE INDEX IF NOT EXISTS limit_host_slots_owner ON limit_host_slots (owner)`
+    yield* pgOnly
+  }))
+})

@@ -1,0 +1,625 @@
+/**
+ * Shared limits against the real stores: a fresh PostgreSQL database (`limits_test_<random>` on 127.0.0.1:5432,
+ * dropped afterwards), a fresh SQLite file, and Redis at 127.0.0.1:6379 under a unique key prefix (deleted
+ * afterwards). A PostgreSQL or Redis variant is skipped, with the reason printed, when its server is unreachable —
+ * except under `CI=true`, where it must run. Several limiter instances in this process stand for several processes;
+ * the cross-process tests also spawn real ones (test/fixtures/limits-worker.ts).
+ *
+ * Real time is the point here (database and Redis clocks), so the suites run without the test services. Windows are
+ * small (5 starts per 200 ms) and the only assertions on time are the window-count invariants, judged from the
+ * instants at which the store recorded each start (in the store's clock, the one clock every instance shares).
+ */
+import { Reactivity } from "@effect/experimental"
+import { Command, FileSystem } from "@effect/platform"
+import { NodeContext } from "@effect/platform-node"
+import { SqlClient } from "@effect/sql"
+import { PgClient } from "@effect/sql-pg"
+import { SqliteClient } from "@effect/sql-sqlite-node"
+import { assert, describe, it, layer } from "@effect/vitest"
+import * as RateLimiter from "@spindle/core/RateLimiter"
+import {
+  Cause,
+  ConfigProvider,
+  Context,
+  Effect,
+  Exit,
+  Fiber,
+  Layer,
+  Option,
+  Queue,
+  Random,
+  Redacted,
+  Schema,
+  Stream,
+  TestClock
+} from "effect"
+import { Redis } from "ioredis"
+import { connect } from "node:net"
+import { fileURLToPath } from "node:url"
+import type { SharedDecision, SharedRateLimiterStore } from "../src/Limits/LimitStore.js"
+import { LimitStoreError, resilient } from "../src/Limits/LimitStore.js"
+import * as SharedLimits from "../src/Limits/SharedLimits.js"
+
+const PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/test"
+const REDIS_URL = "redis://127.0.0.1:6379"
+
+const probe = (port: number): Promise<string | null> =>
+  new Promise((resolve) => {
+    const socket = connect({ host: "127.0.0.1", port })
+    const done = (reason: string | null) => {
+      socket.destroy()
+      resolve(reason)
+    }
+    socket.setTimeout(1000, () => done(`connection to 127.0.0.1:${port} timed out`))
+    socket.once("connect", () => done(null))
+    socket.once("error", (error) => done(`127.0.0.1:${port} unreachable (${error.message})`))
+  })
+
+const required = process.env["CI"] === "true"
+const [pgProblem, redisProblem] = await Promise.all([probe(5432), probe(6379)])
+for (const [name, problem] of [["PostgreSQL", pgProblem], ["Redis", redisProblem]] as const) {
+  if (problem !== null && !required) process.stderr.write(`[Limits tests] ${name} variants skipped: ${problem}\n`)
+}
+
+const randomSuffix = () => `${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`
+
+/** How a test looks into a store, and how a worker process reaches it. */
+class Probe extends Context.Tag("test/Limits/Probe")<Probe, {
+  /** The pause of `key` in the store's clock, if any. */
+  readonly pausedUntil: (key: string) => Effect.Effect<number | null>
+  /** Slot rows (or members) of `key`, live or expired: 0 means every slot was released. */
+  readonly slotRows: (key: string) => Effect.Effect<number>
+  /** The worker fixture's `backend` argument, when a second process can share the store. */
+  readonly worker: Option.Option<unknown>
+}>() {}
+
+type BackendLayer = Layer.Layer<SharedLimits.SharedLimits | Probe | NodeContext.NodeContext>
+
+const Count = Schema.Struct({ n: Schema.Union(Schema.Number, Schema.NumberFromString) })
+const Pause = Schema.Array(Schema.Struct({ until_ms: Schema.Union(Schema.Number, Schema.NumberFromString) }))
+
+const sqlProbe = (worker: Option.Option<unknown>) =>
+  Layer.effect(
+    Probe,
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      return {
+        pausedUntil: (key) =>
+          sql`SELECT until_ms FROM limit_rate_pauses WHERE key = ${key}`.pipe(
+            Effect.flatMap(Schema.decodeUnknown(Pause)),
+            Effect.map((rows) => rows[0]?.until_ms ?? null),
+            Effect.orDie
+          ),
+        slotRows: (key) =>
+          sql`SELECT COUNT(*) AS n FROM limit_host_slots WHERE host = ${key}`.pipe(
+            Effect.flatMap((rows) => Schema.decodeUnknown(Count)(rows[0])),
+            Effect.map((row) => row.n),
+            Effect.orDie
+          ),
+        worker
+      }
+    })
+  )
+
+const onAdmin = (statement: (sql: PgClient.PgClient) => Effect.Effect<unknown, unknown>) =>
+  Effect.scoped(Effect.flatMap(PgClient.make({ url: Redacted.make(PG_ADMIN_URL), maxConnections: 1 }), statement)).pipe(
+    Effect.provide(Reactivity.layer),
+    Effect.orDie
+  )
+
+const postgres: BackendLayer = Layer.unwrapScoped(Effect.gen(function*() {
+  const name = `limits_test_${randomSuffix()}`
+  yield* Effect.acquireRelease(
+    onAdmin((sql) => sql`CREATE DATABASE ${sql(name)}`),
+    () => onAdmin((sql) => sql`DROP DATABASE IF EXISTS ${sql(name)} WITH (FORCE)`)
+  )
+  const url = `postgres://postgres@127.0.0.1:5432/${name}`
+  const client = PgClient.layer({ url: Redacted.make(url), maxConnections: 10 })
+  return Layer.mergeAll(
+    SharedLimits.layerSql({ sweepInterval: "1 second" }),
+    sqlProbe(Option.some({ kind: "postgres", url }))
+  )
+    .pipe(Layer.provide(client), Layer.orDie)
+})).pipe(Layer.provideMerge(NodeContext.layer))
+
+const sqlite: BackendLayer = Layer.unwrapScoped(
+  Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
+    const dir = yield* fs.makeTempDirectoryScoped({ prefix: "limits-test-" })
+    const client = SqliteClient.layer({ filename: `${dir}/limits.db` })
+    return Layer.mergeAll(SharedLimits.layerSql({ sweepInterval: "1 second" }), sqlProbe(Option.none()))
+      .pipe(Layer.provide(client), Layer.orDie)
+  }).pipe(Effect.orDie)
+).pipe(Layer.provideMerge(NodeContext.layer))
+
+const redis: BackendLayer = Layer.unwrapScoped(Effect.gen(function*() {
+  const prefix = `spindle:test:${randomSuffix()}:`
+  const client = yield* Effect.acquireRelease(
+    Effect.sync(() => new Redis(REDIS_URL, { lazyConnect: false, maxRetriesPerRequest: 2 })),
+    (client) =>
+      Effect.promise(async () => {
+        const keys = await client.keys(`${prefix}*`)
+        if (keys.length > 0) await client.del(...keys)
+        await client.quit()
+      })
+  )
+  const redisProbe = Layer.succeed(Probe, {
+    pausedUntil: (key) =>
+      Effect.promise(() => client.get(`${prefix}rate:{${key}}:pause`)).pipe(
+        Effect.map((value) => value === null ? null : Number(value))
+      ),
+    slotRows: (key) => Effect.promise(() => client.zcard(`${prefix}slots:{${key}}`)),
+    worker: Option.some({ kind: "redis", url: REDIS_URL, prefix })
+  })
+  return Layer.merge(SharedLimits.layerRedis({ url: Redacted.make(REDIS_URL), prefix }), redisProbe).pipe(Layer.orDie)
+})).pipe(Layer.provideMerge(NodeContext.layer))
+
+interface Backend {
+  readonly name: string
+  readonly skip: string | null
+  /** Whether a second process can share the store (one process holds a SQLite file). */
+  readonly crossProcess: boolean
+  readonly layer: BackendLayer
+}
+
+const backends: ReadonlyArray<Backend> = [
+  { name: "postgres", skip: required ? null : pgProblem, crossProcess: true, layer: postgres },
+  { name: "sqlite", skip: null, crossProcess: false, layer: sqlite },
+  { name: "redis", skip: required ? null : redisProblem, crossProcess: true, layer: redis }
+]
+
+/** Spawning Node with tsx takes a few seconds on this 2-core machine. */
+const PROCESS_TEST_TIMEOUT = 60_000
+
+const LIMIT = 5
+const WINDOW = 200
+
+/** A limiter over the shared store that records the store instant of every start it is granted. */
+const recordingLimiter = (starts: Array<number>) =>
+  Effect.gen(function*() {
+    const { rateStore } = yield* SharedLimits.SharedLimits
+    return yield* RateLimiter.make({
+      limit: LIMIT,
+      per: WINDOW,
+      store: {
+        pauseUntil: rateStore.pauseUntil,
+        tryAcquire: (request) =>
+          Effect.tap(rateStore.tryAcquire(request), (decision: SharedDecision) => {
+            if (decision.allowed) starts.push(decision.at)
+          })
+      }
+    })
+  })
+
+/** No `LIMIT + 1` starts within any half-open interval of `WINDOW`; returns how many windows were full. */
+const assertWindowInvariant = (starts: ReadonlyArray<number>) => {
+  const sorted = [...starts].sort((a, b) => a - b)
+  for (let i = 0; i + LIMIT < sorted.length; i++) {
+    const span = sorted[i + LIMIT] - sorted[i]
+    assert.isAtLeast(span, WINDOW, `starts ${i}..${i + LIMIT} (${sorted.slice(i, i + LIMIT + 1)}) within ${span} ms`)
+  }
+  let full = 0
+  for (let i = 0; i + LIMIT - 1 < sorted.length; i++) {
+    if (sorted[i + LIMIT - 1] - sorted[i] < WINDOW) full++
+  }
+  return full
+}
+
+const StartLine = Schema.parseJson(Schema.Struct({ at: Schema.Number }))
+
+const key = (name: string) => `host-${name}-${randomSuffix()}.test`
+
+/** Polls until `condition` holds (these tests run in real time against real stores). */
+const eventually = <E, R>(condition: Effect.Effect<boolean, E, R>, what: string, attempts = 1000) =>
+  Effect.gen(function*() {
+    for (let i = 0; i < attempts; i++) {
+      if (yield* condition) return
+      yield* Effect.sleep("5 millis")
+    }
+    return yield* Effect.dieMessage(`timed out waiting until ${what}`)
+  })
+
+/** `meet(value)` returns `value` once `parties` callers are inside it at the same time. */
+const meetingOf = (parties: number) => {
+  let arrived = 0
+  return <A>(value: A) =>
+    Effect.sync(() => arrived++).pipe(
+      Effect.zipRight(eventually(Effect.sync(() => arrived === parties), `${parties} callers meet`)),
+      Effect.as(value)
+    )
+}
+
+const fixture = fileURLToPath(new URL("./fixtures/limits-worker.ts", import.meta.url))
+const appDir = fileURLToPath(new URL("..", import.meta.url))
+
+/** A real second process running the worker fixture; its stdout lines are collected. */
+const spawnWorker = (task: Record<string, unknown>) =>
+  Effect.gen(function*() {
+    const command = Command.make(process.execPath, "--import", "tsx", fixture, JSON.stringify(task)).pipe(
+      Command.workingDirectory(appDir)
+    )
+    const proc = yield* Command.start(command)
+    const lines: Array<string> = []
+    const errors: Array<string> = []
+    const collect = (stream: Stream.Stream<Uint8Array, unknown>, into: Array<string>) =>
+      stream.pipe(
+        Stream.decodeText(),
+        Stream.splitLines,
+        Stream.runForEach((line) => Effect.sync(() => into.push(line))),
+        Effect.orDie,
+        Effect.forkScoped
+      )
+    const stdout = yield* collect(proc.stdout, lines)
+    yield* collect(proc.stderr, errors)
+    /** Waits until the worker prints a line matching `expected` (a line, or a predicate named by `what`). */
+    const waitFor = (expected: string | ((line: string) => boolean), what = String(expected)) => {
+      const seen = () => lines.some((line) => typeof expected === "string" ? line === expected : expected(line))
+      return eventually(
+        Effect.gen(function*() {
+          if (seen()) return true
+          if (yield* proc.isRunning) return false
+          yield* Fiber.join(stdout)
+          return seen() ||
+            (yield* Effect.dieMessage(`worker exited before printing ${what}:\n${errors.join("\n")}`))
+        }).pipe(Effect.orDie),
+        `the worker prints ${what}`,
+        4000
+      )
+    }
+    const stdin = yield* Queue.unbounded<Uint8Array>()
+    yield* Stream.fromQueue(stdin).pipe(Stream.run(proc.stdin), Effect.orDie, Effect.forkScoped)
+    const send = (line: string) => Queue.offer(stdin, new TextEncoder().encode(`${line}\n`))
+    return { proc, lines, waitFor, send }
+  })
+
+// These suites come before the backend suites: @effect/vitest's `layer()` re-points the shared `it` at its runtime
+// (without the test services here), so an `it.effect` registered after it would lose the TestClock.
+describe("SharedLimits.layer", () => {
+  const inMemorySqlite = SqliteClient.layer({ filename: ":memory:" })
+  const withConfig = (entries: ReadonlyArray<readonly [string, string]>) =>
+    Layer.setConfigProvider(ConfigProvider.fromMap(new Map(entries)))
+  const backendOf = Effect.map(SharedLimits.SharedLimits, (limits) => limits.backend)
+
+  it.effect("uses the SQL database when REDIS_URL is not set", () =>
+    Effect.gen(function*() {
+      const backend = yield* backendOf.pipe(
+        Effect.provide(SharedLimits.layer.pipe(Layer.provide([inMemorySqlite, withConfig([])])))
+      )
+      assert.strictEqual(backend, "sqlite")
+    }))
+
+  it.effect.skipIf(redisProblem !== null && !required)(
+    "uses Redis when REDIS_URL is set",
+    () =>
+      Effect.gen(function*() {
+        const config = withConfig([["REDIS_URL", REDIS_URL], ["REDIS_PREFIX", `spindle:test:${randomSuffix()}:`]])
+        const backend = yield* backendOf.pipe(
+          Effect.provide(SharedLimits.layer.pipe(Layer.provide([inMemorySqlite, config])))
+        )
+        assert.strictEqual(backend, "redis")
+      })
+  )
+
+  it.effect("fails to start with LimitStoreError when Redis does not answer", () =>
+    Effect.gen(function*() {
+      // Port 1 on loopback: nothing listens there.
+      const error = yield* Effect.flip(Effect.scoped(Layer.build(
+        SharedLimits.layerRedis({ url: Redacted.make("redis://127.0.0.1:1"), prefix: "unused:" })
+      )))
+      assert.strictEqual(error._tag, "LimitStoreError")
+      assert.strictEqual(error.backend, "redis")
+      assert.strictEqual(error.operation, "connect")
+    }))
+
+  it.scoped("rejects bad options with a typed error naming the field", () =>
+    Effect.gen(function*() {
+      const perKey = yield* Effect.flip(SharedLimits.concurrency({ perKey: 0, global: 1 }))
+      assert.strictEqual(perKey._tag, "InvalidConcurrency")
+      assert.strictEqual(perKey._tag === "InvalidConcurrency" && perKey.field, "perKey")
+      const lease = yield* Effect.flip(SharedLimits.concurrency({ perKey: 1, global: 1, lease: "0 millis" }))
+      assert.strictEqual(lease._tag, "InvalidLease")
+      assert.strictEqual(lease._tag === "InvalidLease" && lease.field, "lease")
+      const rate = yield* Effect.flip(SharedLimits.rateLimiter({ limit: 0, per: WINDOW }))
+      assert.strictEqual(rate.field, "limit")
+    }).pipe(Effect.provide(SharedLimits.layerSql().pipe(Layer.provide(inMemorySqlite), Layer.orDie))))
+})
+
+describe("LimitStore.resilient", () => {
+  const request = { key: "host", now: 0, limit: 1, windowMillis: 1000 }
+  const outage = new LimitStoreError({ backend: "postgres", operation: "tryAcquire", cause: new Error("down") })
+
+  it.effect("retries a failing store with backoff, then turns a long outage into a defect naming the store", () =>
+    Effect.gen(function*() {
+      let calls = 0
+      const flaky: SharedRateLimiterStore = {
+        backend: "postgres",
+        tryAcquire: () =>
+          Effect.suspend(() => ++calls < 3 ? Effect.fail(outage) : Effect.succeed({ allowed: true, at: 7 })),
+        pauseUntil: () => Effect.fail(outage)
+      }
+      const store = resilient(flaky)
+
+      const decision = yield* Effect.fork(store.tryAcquire(request))
+      yield* TestClock.adjust("1 second")
+      assert.deepStrictEqual(yield* Fiber.join(decision), { allowed: true, at: 7 })
+      assert.strictEqual(calls, 3)
+
+      const pause = yield* Effect.fork(Effect.exit(store.pauseUntil({ key: "host", until: 10, now: 0 })))
+      for (let second = 0; second < 29; second++) yield* TestClock.adjust("1 second")
+      assert.isTrue(Option.isNone(yield* Fiber.poll(pause)), "gave up before the 30 s outage budget")
+      for (let second = 0; second < 5; second++) yield* TestClock.adjust("1 second")
+      const exit = yield* Fiber.join(pause)
+      assert.isTrue(Exit.isFailure(exit))
+      if (Exit.isFailure(exit)) {
+        const defect = Cause.dieOption(exit.cause)
+        assert.isTrue(Option.isSome(defect) && defect.value instanceof LimitStoreError)
+      }
+    }))
+})
+
+for (const backend of backends) {
+  describe.skipIf(backend.skip !== null)(`shared limits on ${backend.name}`, () => {
+    layer(backend.layer, { excludeTestServices: true, timeout: "60 seconds" })((it) => {
+      it.scoped("limiter instances sharing the store never admit more than `limit` starts in any window", () =>
+        Effect.gen(function*() {
+          const host = key("window")
+          const starts: Array<number> = []
+          // Four instances (as if four processes), two callers each, four starts per caller.
+          const perInstance = yield* Effect.forEach([0, 1, 2, 3], () =>
+            Effect.gen(function*() {
+              const own: Array<number> = []
+              const limiter = yield* recordingLimiter(own)
+              yield* Effect.forEach([0, 1], () => Effect.repeatN(limiter.acquire(host), 3), { concurrency: 2 })
+              starts.push(...own)
+              return own.length
+            }), { concurrency: 4 })
+          assert.deepStrictEqual(perInstance, [8, 8, 8, 8])
+          assert.strictEqual(starts.length, 32)
+          const full = assertWindowInvariant(starts)
+          assert.isAbove(full, 0, "the instances never filled a window: the test did not contend")
+        }))
+
+      it.scoped("the store's check-and-record is atomic under many concurrent callers", () =>
+        Effect.gen(function*() {
+          const { rateStore } = yield* SharedLimits.SharedLimits
+          const burst = (host: string) =>
+            Effect.forEach(
+              Array.from({ length: 24 }),
+              () => rateStore.tryAcquire({ key: host, now: Date.now(), limit: LIMIT, windowMillis: WINDOW }),
+              { concurrency: "unbounded" }
+            ).pipe(Effect.map((decisions) => decisions.flatMap((decision) => decision.allowed ? [decision.at] : [])))
+          yield* burst(key("warm-up")) // opens the pool's connections, so the bursts below really overlap
+          // 24 callers at once on a fresh key, no limiter in front: like 24 processes racing for an empty window.
+          for (let round = 0; round < 5; round++) {
+            const starts = yield* burst(key("atomic"))
+            assert.isAtLeast(starts.length, 1)
+            assertWindowInvariant(starts)
+          }
+        }))
+
+      it.scoped("a pause set through one instance holds back the others; an earlier pause never shortens it", () =>
+        Effect.gen(function*() {
+          const host = key("pause")
+          const probe = yield* Probe
+          const { rateStore } = yield* SharedLimits.SharedLimits
+          const pausing = yield* SharedLimits.rateLimiter({ limit: LIMIT, per: WINDOW })
+          const starts: Array<number> = []
+          const other = yield* recordingLimiter(starts)
+          const now = Date.now()
+          yield* pausing.pauseUntil(host, now + 1000)
+          yield* pausing.pauseUntil(host, now + 100)
+          const until = yield* probe.pausedUntil(host)
+          assert.isNotNull(until)
+
+          const callerNow = Date.now()
+          const decision = yield* rateStore.tryAcquire({
+            key: host,
+            now: callerNow,
+            limit: LIMIT,
+            windowMillis: WINDOW
+          })
+          assert.isFalse(decision.allowed)
+          if (!decision.allowed) {
+            // `retryAt` comes back in the caller's clock: the rest of the 1 s pause, not the 100 ms one.
+            assert.isAbove(decision.retryAt - callerNow, 100)
+            assert.isAtMost(decision.retryAt - callerNow, 1000)
+          }
+
+          yield* other.acquire(host)
+          assert.strictEqual(starts.length, 1)
+          assert.isAtLeast(starts[0], until ?? Infinity, "a start was admitted before the pause ended (store clock)")
+        }))
+
+      it.scoped("shared concurrency never exceeds perKey in flight over all instances", () =>
+        Effect.gen(function*() {
+          const host = key("slots")
+          const probe = yield* Probe
+          let inFlight = 0
+          let peak = 0
+          let completed = 0
+          const instances = yield* Effect.forEach(
+            [0, 1, 2],
+            () => SharedLimits.concurrency({ perKey: 2, global: 10, lease: "5 seconds", pollInterval: "10 millis" })
+          )
+          const body = Effect.gen(function*() {
+            inFlight++
+            peak = Math.max(peak, inFlight)
+            yield* Effect.sleep("15 millis")
+            inFlight--
+            completed++
+          })
+          yield* Effect.forEach(
+            instances.flatMap((instance) => Array.from({ length: 6 }, () => instance.withPermit(host)(body))),
+            (task) => task,
+            { concurrency: "unbounded", discard: true }
+          )
+          assert.strictEqual(completed, 18)
+          assert.strictEqual(peak, 2)
+          assert.strictEqual(yield* instances[0].holders(host), 0)
+          assert.strictEqual(yield* probe.slotRows(host), 0)
+          for (const instance of instances) assert.strictEqual(yield* instance.held, 0)
+        }))
+
+      it.scoped("an interrupted holder releases its slot and an interrupted waiter takes none", () =>
+        Effect.gen(function*() {
+          const host = key("interrupt")
+          const probe = yield* Probe
+          const options = { perKey: 1, global: 10, lease: "5 seconds", pollInterval: "10 millis" } as const
+          const first = yield* SharedLimits.concurrency(options)
+          const second = yield* SharedLimits.concurrency(options)
+
+          const holder = yield* Effect.fork(first.withPermit(host)(Effect.never))
+          yield* eventually(Effect.map(first.held, (n) => n === 1), "the holder has its slot")
+          let waiterRan = false
+          const waiter = yield* Effect.fork(second.withPermit(host)(Effect.sync(() => (waiterRan = true))))
+          yield* Effect.sleep("50 millis")
+          assert.isTrue(Option.isNone(yield* Fiber.poll(waiter)))
+          yield* Fiber.interrupt(waiter)
+          assert.isFalse(waiterRan)
+          assert.strictEqual(yield* second.held, 0)
+          assert.strictEqual(yield* probe.slotRows(host), 1)
+
+          yield* Fiber.interrupt(holder)
+          assert.strictEqual(yield* first.held, 0)
+          assert.strictEqual(yield* probe.slotRows(host), 0)
+
+          // Interruptions landing anywhere (while claiming, waiting, holding or releasing) leak nothing either.
+          const fibers = yield* Effect.forEach(
+            Array.from({ length: 24 }),
+            (_, i) => Effect.fork((i % 2 === 0 ? first : second).withPermit(host)(Effect.sleep("3 millis")))
+          )
+          yield* Effect.forEach(
+            fibers,
+            (fiber) =>
+              Effect.flatMap(
+                Random.nextIntBetween(0, 25),
+                (millis) => Effect.zipRight(Effect.sleep(millis), Fiber.interrupt(fiber))
+              ),
+            { concurrency: "unbounded" }
+          )
+          assert.strictEqual(yield* first.held, 0)
+          assert.strictEqual(yield* second.held, 0)
+          assert.strictEqual(yield* probe.slotRows(host), 0)
+        }))
+
+      it.scoped("slots of a holder that stopped heartbeating are reclaimed once their lease expires", () =>
+        Effect.gen(function*() {
+          const host = key("crashed")
+          const { slots } = yield* SharedLimits.SharedLimits
+          // A process that claimed both slots and died before its first heartbeat.
+          for (const token of ["dead-1", "dead-2"]) {
+            const claimed = yield* slots.claim({
+              key: host,
+              limit: 2,
+              owner: "dead",
+              token,
+              ttlMillis: 300,
+              now: Date.now()
+            })
+            assert.isTrue(claimed)
+          }
+          const survivor = yield* SharedLimits.concurrency({ perKey: 2, global: 10, pollInterval: "10 millis" })
+          assert.strictEqual(yield* survivor.holders(host), 2)
+          // Both survivors must hold a slot at the same time: only possible once both dead leases were reclaimed.
+          const together = meetingOf(2)
+          const ran = yield* Effect.forEach([1, 2], (n) => survivor.withPermit(host)(together(n)), { concurrency: 2 })
+          assert.deepStrictEqual(ran, [1, 2])
+          assert.strictEqual(yield* survivor.holders(host), 0)
+          assert.strictEqual(yield* survivor.held, 0)
+          assert.strictEqual(yield* (yield* Probe).slotRows(host), 0)
+        }))
+
+      it.scoped("a live holder keeps its slot beyond the lease through heartbeats", () =>
+        Effect.gen(function*() {
+          const host = key("heartbeat")
+          const options = { perKey: 1, global: 10, lease: "900 millis", pollInterval: "10 millis" } as const
+          const first = yield* SharedLimits.concurrency(options)
+          const second = yield* SharedLimits.concurrency(options)
+          const events: Array<string> = []
+          const holder = yield* Effect.fork(
+            first.withPermit(host)(
+              Effect.sync(() => events.push("first start")).pipe(
+                Effect.zipRight(Effect.sleep("2 seconds")),
+                Effect.zipRight(Effect.sync(() => events.push("first end")))
+              )
+            )
+          )
+          yield* eventually(Effect.map(first.held, (n) => n === 1), "the holder has its slot")
+          yield* second.withPermit(host)(Effect.sync(() => events.push("second start")))
+          yield* Fiber.join(holder)
+          assert.deepStrictEqual(events, ["first start", "first end", "second start"])
+        }))
+
+      if (!backend.crossProcess) return
+
+      it.scoped("real second processes share the window", () =>
+        Effect.gen(function*() {
+          const probe = yield* Probe
+          if (Option.isNone(probe.worker)) return yield* Effect.dieMessage("no worker backend")
+          const host = key("process")
+          const task = { mode: "rate", backend: probe.worker.value, key: host, limit: LIMIT, windowMillis: WINDOW }
+          const workers = yield* Effect.forEach([0, 1], () => spawnWorker({ ...task, fibers: 2 }), { concurrency: 2 })
+          yield* Effect.forEach(workers, (worker) => worker.waitFor("ready"), { concurrency: 2, discard: true })
+          yield* Effect.forEach(workers, (worker) => worker.send("go"), { discard: true })
+          // This process joins once both workers are taking starts; they keep on until told to stop after it is done.
+          yield* Effect.forEach(
+            workers,
+            (worker) => worker.waitFor((line) => line.startsWith("{"), "a start"),
+            { concurrency: 2, discard: true }
+          )
+          const starts: Array<number> = []
+          yield* Effect.forEach([0, 1], () =>
+            Effect.gen(function*() {
+              const limiter = yield* recordingLimiter(starts)
+              yield* Effect.forEach([0, 1], () => Effect.repeatN(limiter.acquire(host), 3), { concurrency: 2 })
+            }), { concurrency: 2 })
+          assert.strictEqual(starts.length, 16)
+          const ours = { first: Math.min(...starts), last: Math.max(...starts) }
+          // Each worker was acquiring for the whole of this process's run: it took starts before and after it.
+          const startAt = (line: string) => line.startsWith("{") ? Schema.decodeUnknownSync(StartLine)(line).at : null
+          yield* Effect.forEach(
+            workers,
+            (worker) => worker.waitFor((line) => (startAt(line) ?? 0) > ours.last, "a start after this process's"),
+            { concurrency: 2, discard: true }
+          )
+          yield* Effect.forEach(workers, (worker) => worker.send("stop"), { discard: true })
+          yield* Effect.forEach(workers, (worker) => worker.waitFor("done"), { concurrency: 2, discard: true })
+          const theirs = workers.map((worker) => worker.lines.flatMap((line) => startAt(line) ?? []))
+          for (const own of theirs) {
+            assert.isBelow(Math.min(...own), ours.first)
+            assert.isAbove(Math.max(...own), ours.last)
+          }
+          starts.push(...theirs.flat())
+          const full = assertWindowInvariant(starts)
+          assert.isAbove(full, 0, "the processes never filled a window: the test did not contend")
+        }), PROCESS_TEST_TIMEOUT)
+
+      it.scoped("the slots of a SIGKILLed process are taken over after its lease", () =>
+        Effect.gen(function*() {
+          const probe = yield* Probe
+          if (Option.isNone(probe.worker)) return yield* Effect.dieMessage("no worker backend")
+          const host = key("sigkill")
+          const worker = yield* spawnWorker({
+            mode: "hold",
+            backend: probe.worker.value,
+            key: host,
+            perKey: 2,
+            leaseMillis: 1000
+          })
+          yield* worker.waitFor("held")
+          const survivor = yield* SharedLimits.concurrency({ perKey: 2, global: 10, pollInterval: "10 millis" })
+          assert.strictEqual(yield* survivor.holders(host), 2)
+          const together = meetingOf(2)
+          const waiting = yield* Effect.fork(
+            Effect.forEach([1, 2], (n) => survivor.withPermit(host)(together(n)), { concurrency: 2 })
+          )
+          yield* Effect.sleep("50 millis")
+          assert.isTrue(Option.isNone(yield* Fiber.poll(waiting)), "a slot was taken while the worker held both")
+          yield* Effect.orDie(worker.proc.kill("SIGKILL"))
+          assert.deepStrictEqual(yield* Fiber.join(waiting), [1, 2])
+          assert.strictEqual(yield* survivor.holders(host), 0)
+          assert.strictEqual(yield* probe.slotRows(host), 0)
+        }), PROCESS_TEST_TIMEOUT)
+    })
+  })
+}
