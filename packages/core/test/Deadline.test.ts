@@ -2,19 +2,11 @@ import { assert, describe, it } from "@effect/vitest"
 import { Clock, Duration, Effect, Exit, Fiber, Option, Ref, TestClock } from "effect"
 import * as Deadline from "../src/Deadline.js"
 import * as TaskGroup from "../src/TaskGroup.js"
+import { forkAndAdjust } from "./support/VirtualTime.js"
 
 const now = Clock.currentTimeMillis
 
 const remainingMillis = Effect.map(Deadline.remaining, Option.map(Duration.toMillis))
-
-/** Forks `effect`, lets it start, and moves virtual time by `millis`. */
-const forkAndAdjust = <A, E>(effect: Effect.Effect<A, E>, millis: number) =>
-  Effect.gen(function*() {
-    const fiber = yield* Effect.fork(effect)
-    yield* Effect.yieldNow()
-    yield* TestClock.adjust(Duration.millis(millis))
-    return fiber
-  })
 
 describe("Deadline", () => {
   it.effect("outside any deadline, remaining is None", () =>

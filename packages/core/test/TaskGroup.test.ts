@@ -16,20 +16,12 @@ import {
   TestClock
 } from "effect"
 import * as TaskGroup from "../src/TaskGroup.js"
+import { forkAndAdjust } from "./support/VirtualTime.js"
 
 class PageFailed extends Data.TaggedError("PageFailed")<{ readonly page: string }> {}
 class Timeout extends Data.TaggedError("Timeout")<{ readonly page: string }> {}
 
 const now = Clock.currentTimeMillis
-
-/** Runs `effect` in a fiber, lets virtual time run `millis`, and returns the fiber (still running or done). */
-const forkAndAdjust = <A, E>(effect: Effect.Effect<A, E>, millis: number) =>
-  Effect.gen(function*() {
-    const fiber = yield* Effect.fork(effect)
-    yield* Effect.yieldNow()
-    yield* TestClock.adjust(Duration.millis(millis))
-    return fiber
-  })
 
 /** Counts running tasks: up on start, down when they end (however they end). */
 const tracked = <A, E>(running: Ref.Ref<number>, effect: Effect.Effect<A, E>) =>

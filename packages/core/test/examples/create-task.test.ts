@@ -1,24 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
-import type { Console } from "effect"
-import { Array, Clock, Duration, Effect, Exit, Fiber, Option, Ref, Supervisor, TestClock } from "effect"
+import { Clock, Duration, Effect, Exit, Fiber, Option, Ref, Supervisor, TestClock } from "effect"
 import { createTasks } from "../../examples/create-task.js"
-
-interface Line {
-  readonly at: number
-  readonly text: string
-}
-
-/** A console whose `log` records each line with the virtual time it was printed at. */
-const recordingConsole = Effect.gen(function*() {
-  const lines = yield* Ref.make<ReadonlyArray<Line>>([])
-  const current = yield* Effect.console
-  const console: Console.Console = {
-    ...current,
-    log: (...args) =>
-      Effect.flatMap(Clock.currentTimeMillis, (at) => Ref.update(lines, Array.append({ at, text: args.join(" ") })))
-  }
-  return { lines, console } as const
-})
+import { recordingConsole } from "../support/RecordingConsole.js"
 
 describe("create-task", () => {
   it.effect("the main fiber works while the tasks run; joining returns each result, all done at virtual 2 s", () =>

@@ -1,25 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
-import type { Console } from "effect"
-import { Array, Clock, Duration, Effect, Exit, Fiber, Option, Ref, TestClock } from "effect"
+import { Clock, Duration, Effect, Exit, Fiber, Option, Ref, TestClock } from "effect"
 import type { Request } from "../../examples/task-group.js"
 import { fetchAll, FetchFailed, printFailures, taskGroup } from "../../examples/task-group.js"
-
-interface Line {
-  readonly at: number
-  readonly text: string
-}
-
-/** A console whose `log` records each line with the virtual time it was printed at. */
-const recordingConsole = Effect.gen(function*() {
-  const lines = yield* Ref.make<ReadonlyArray<Line>>([])
-  const current = yield* Effect.console
-  const console: Console.Console = {
-    ...current,
-    log: (...args) =>
-      Effect.flatMap(Clock.currentTimeMillis, (at) => Ref.update(lines, Array.append({ at, text: args.join(" ") })))
-  }
-  return { lines, console } as const
-})
+import { recordingConsole } from "../support/RecordingConsole.js"
 
 const tutorial: ReadonlyArray<Request> = [
   { name: "API 1", delay: "2 seconds" },
