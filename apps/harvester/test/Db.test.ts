@@ -1,0 +1,150 @@
+import { SqlClient } from "@effect/sql"
+import { assert, describe, layer } from "@effect/vitest"
+import { Effect, Layer, Option } from "effect"
+import type { Fence, NewPage } from "../src/Jobs/JobRepo.js"
+import { JobRepo, targetId } from "../src/Jobs/JobRepo.js"
+import * as Databases from "./support/Databases.js"
+
+const page = (pageNo: number, overrides: Partial<NewPage> = {}): NewPage => ({
+  page_no: pageNo,
+  url: `http://127.0.0.1:1/items?page=${pageNo}`,
+  status: 200,
+  headers: "{}",
+  body: JSON.stringify({ page: pageNo }),
+  bytes: 12,
+  duration_ms: 1.5,
+  attempts: 1,
+  error: null,
+  error_message: null,
+  fetched_at: 1_700_000_000_000,
+  ...overrides
+})
+
+const newJob = (id: string, targets: number) => ({
+  id,
+  options: "{}",
+  createdAt: 1_700_000_000_000,
+  deadlineAt: null,
+  targets: Array.from({ length: targets }, (_, i) => ({ url: `http://127.0.0.1:1/t/${i}`, paginate: null }))
+})
+
+const countRows = (table: "pages" | "targets", jobId: string) =>
+  Effect.flatMap(
+    SqlClient.SqlClient,
+    (sql) => sql<{ readonly n: number | string }>`SELECT COUNT(*) AS n FROM ${sql(table)} WHERE job_id = ${jobId}`
+  ).pipe(
+    Effect.map((rows) => Number(rows[0]!.n))
+  )
+
+for (const db of Databases.all) {
+  describe.skipIf(db.skip !== null)(`Db and JobRepo on ${db.name}`, () => {
+    layer(Layer.provideMerge(JobRepo.Default, db.layer), { timeout: "30 seconds" })((it) => {
+      it.effect("migrations create the tables and the database answers", () =>
+        Effect.gen(function*() {
+          const sql = yield* SqlClient.SqlClient
+          const migrations = yield* sql<{ readonly migration_id: number; readonly name: string }>`
+            SELECT migration_id, name FROM effect_sql_migrations`
+          assert.deepStrictEqual(migrations.map((m) => [Number(m.migration_id), m.name]), [[1, "init"]])
+          for (const table of ["jobs", "targets", "pages"] as const) {
+            const rows = yield* sql`SELECT COUNT(*) AS n FROM ${sql(table)}`
+            assert.strictEqual(rows.length, 1)
+          }
+        }))
+
+      it.effect("claims in batches, in order, each target once, with attempt + 1", () =>
+        Effect.gen(function*() {
+          const repo = yield* JobRepo
+          yield* repo.insertJob(newJob("job-claim", 25))
+          const first = yield* repo.claim("job-claim", "owner-a", 30_000, 10)
+          const second = yield* repo.claim("job-claim", "owner-b", 30_000, 10)
+          const third = yield* repo.claim("job-claim", "owner-a", 30_000, 10)
+          const fourth = yield* repo.claim("job-claim", "owner-a", 30_000, 10)
+          assert.deepStrictEqual(first.map((t) => t.seq), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+          assert.deepStrictEqual(second.map((t) => t.seq), [10, 11, 12, 13, 14, 15, 16, 17, 18, 19])
+          assert.deepStrictEqual(third.map((t) => t.seq), [20, 21, 22, 23, 24])
+          assert.strictEqual(fourth.length, 0)
+          assert.isTrue([...first, ...second, ...third].every((t) => t.attempt === 1 && t.next_page === 1))
+          assert.strictEqual(yield* repo.leasedBy("owner-a"), 15)
+          assert.deepStrictEqual(yield* repo.openTargets("job-claim"), { pending: 0, leased: 25 })
+        }))
+
+      it.effect("a page is stored once: a second write of it is ignored, a stale lease cannot write", () =>
+        Effect.gen(function*() {
+          const repo = yield* JobRepo
+          yield* repo.insertJob(newJob("job-once", 1))
+          const [target] = yield* repo.claim("job-once", "owner-a", 30_000, 1)
+          const fence: Fence = { targetId: target!.id, jobId: "job-once", owner: "owner-a", attempt: target!.attempt }
+          assert.isTrue(yield* repo.storePage(fence, page(1), false))
+          assert.isTrue(yield* repo.storePage(fence, page(1, { body: "\"again\"" }), false))
+          assert.isFalse(yield* repo.storePage({ ...fence, owner: "intruder" }, page(2), false))
+          assert.isFalse(yield* repo.storePage({ ...fence, attempt: fence.attempt + 1 }, page(2), false))
+          assert.strictEqual(yield* countRows("pages", "job-once"), 1)
+          const stored = yield* repo.storedPage(fence.targetId, 1)
+          assert.strictEqual(Option.getOrThrow(stored).body, JSON.stringify({ page: 1 }))
+          assert.isTrue(yield* repo.storePage(fence, page(2), true))
+          assert.isFalse(yield* repo.storePage(fence, page(3), false), "a done target takes no more pages")
+          assert.deepStrictEqual(yield* repo.targetsIn("job-once", "done"), [targetId("job-once", 0)])
+          assert.isTrue(yield* repo.finishIfDone("job-once", 1))
+          assert.deepStrictEqual(yield* repo.jobStatus("job-once"), Option.some("completed" as const))
+        }))
+
+      it.effect("expired leases are reaped and reclaimed with a new attempt; the old owner is fenced out", () =>
+        Effect.gen(function*() {
+          const repo = yield* JobRepo
+          yield* repo.insertJob(newJob("job-reap", 3))
+          const stale = yield* repo.claim("job-reap", "crashed", -1_000, 3)
+          assert.strictEqual(yield* repo.reap, 3)
+          const fresh = yield* repo.claim("job-reap", "survivor", 30_000, 3)
+          assert.deepStrictEqual(fresh.map((t) => t.attempt), [2, 2, 2])
+          const old: Fence = { targetId: stale[0]!.id, jobId: "job-reap", owner: "crashed", attempt: 1 }
+          assert.isFalse(yield* repo.storePage(old, page(1), true))
+          assert.strictEqual(yield* repo.heartbeat("survivor", 30_000), 3)
+          assert.strictEqual(yield* repo.reap, 0, "renewed leases are not reaped")
+          assert.strictEqual(yield* repo.release("survivor"), 3)
+          assert.deepStrictEqual(yield* repo.openTargets("job-reap"), { pending: 3, leased: 0 })
+        }))
+
+      it.effect("failures are recorded with their tag; cancel and deadline end only running jobs", () =>
+        Effect.gen(function*() {
+          const repo = yield* JobRepo
+          yield* repo.insertJob(newJob("job-end", 4))
+          const [a] = yield* repo.claim("job-end", "owner", 30_000, 1)
+          const fence: Fence = { targetId: a!.id, jobId: "job-end", owner: "owner", attempt: a!.attempt }
+          assert.isTrue(
+            yield* repo.failTarget(
+              fence,
+              page(1, { status: 404, body: null, error: "HttpStatusError", error_message: "404" })
+            )
+          )
+          yield* repo.claim("job-end", "owner", 30_000, 1)
+          assert.isTrue(yield* repo.endJob("job-end", "deadline_exceeded", 2))
+          assert.isFalse(yield* repo.endJob("job-end", "cancelled", 3))
+          const counts = yield* repo.counts("job-end")
+          assert.deepStrictEqual(counts.byStatus, { failed: 4 })
+          assert.deepStrictEqual(counts.failures, { DeadlineExceeded: 3, HttpStatusError: 1 })
+          const failed = yield* repo.results("job-end", { after: 0, limit: 10, status: "failed" })
+          assert.strictEqual(failed.length, 4)
+          const tagged = yield* repo.results("job-end", { after: 0, limit: 10, errorTag: "HttpStatusError" })
+          assert.deepStrictEqual(tagged.map((p) => [p.status, p.error]), [[404, "HttpStatusError"]])
+          assert.strictEqual(yield* repo.leasedBy("owner"), 0, "ending a job leaves no lease behind")
+
+          yield* repo.insertJob(newJob("job-cancel", 2))
+          yield* repo.claim("job-cancel", "owner", 30_000, 1)
+          assert.isTrue(yield* repo.endJob("job-cancel", "cancelled", 5))
+          assert.deepStrictEqual((yield* repo.counts("job-cancel")).byStatus, { cancelled: 2 })
+          assert.strictEqual(yield* countRows("targets", "job-cancel"), 2)
+        }))
+
+      it.effect("lists jobs newest first with a cursor", () =>
+        Effect.gen(function*() {
+          const repo = yield* JobRepo
+          for (const id of ["list-a", "list-b", "list-c"]) yield* repo.insertJob(newJob(id, 1))
+          const all = (yield* repo.listJobs(null, 100)).filter((j) => j.id.startsWith("list-"))
+          assert.deepStrictEqual(all.map((j) => j.id), ["list-c", "list-b", "list-a"])
+          const after = yield* repo.listJobs("list-b", 100)
+          assert.deepStrictEqual(after.filter((j) => j.id.startsWith("list-")).map((j) => j.id), ["list-a"])
+          assert.isTrue(all.every((j) => j.total === 1 && j.done === 0 && j.pages === 0))
+        }))
+    })
+  })
+}
