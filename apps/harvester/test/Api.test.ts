@@ -3,7 +3,7 @@ import { HttpApiClient, HttpClient, HttpClientRequest, HttpServer } from "@effec
 import { NodeHttpClient } from "@effect/platform-node"
 import type { SqlClient } from "@effect/sql"
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Context, Duration, Effect, Either, Layer, Option, Redacted, Schema, Stream } from "effect"
+import { Context, Duration, Effect, Either, Layer, Option, Redacted, Schedule, Schema, Stream } from "effect"
 import type { ServerSettings } from "../src/Config.js"
 import type { DatabaseUnavailable } from "../src/Db/Db.js"
 import * as SimulatedApi from "../src/Demo/SimulatedApi.js"
@@ -89,7 +89,7 @@ const awaitFinished = (id: JobId) =>
   Effect.gen(function*() {
     const api = yield* client
     return yield* api.jobs.get({ path: { id } }).pipe(
-      Effect.repeat({ until: (view) => view.status !== "running" }),
+      Effect.repeat({ schedule: Schedule.spaced("20 millis"), until: (view) => view.status !== "running" }),
       Effect.timeout("20 seconds")
     )
   })
@@ -366,7 +366,7 @@ for (const db of Databases.all) {
           const cancelled = yield* api.jobs.cancel({ path: { id: created.id } })
           assert.strictEqual(cancelled.status, "cancelled")
           const open = yield* upstream.openRequests.pipe(
-            Effect.repeat({ until: (n) => n === 0 }),
+            Effect.repeat({ schedule: Schedule.spaced("5 millis"), until: (n) => n === 0 }),
             Effect.timeout("1 second"),
             Effect.either
           )
