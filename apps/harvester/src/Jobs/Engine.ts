@@ -1,12 +1,14 @@
 /**
  * Engine — runs the harvest: for every running job one runner fiber (in a `FiberMap` keyed by job id) claims the
  * job's targets from the database in batches with a lease and starts each in a fiber of its own (a `FiberSet`), fetches
- * it through the core (`HttpFetcher` with the job's per-host `RateLimiter` and `KeyedConcurrency`, the SSRF guard on
- * every hop, `Paginate` for paginated targets), and stores every page as it arrives, fenced on the lease. Pages go
- * through one writer fiber that commits whatever accumulated in a transaction of two statements (a transaction per
- * page made the commits the bottleneck: 8,000 commits for 8,000 pages on SQLite, 2.2× slower). A background loop (`loop`, a `Layer.scopedDiscard`) renews this
- * instance's leases, reaps expired ones (a crashed instance's work) and starts runners for running jobs nobody runs
- * here.
+ * it through the core (`HttpFetcher` with the job's per-host rate limiter and concurrency from `HostLimits` — shared
+ * by every instance when they share PostgreSQL or Redis — the SSRF guard on every hop, `Paginate` for paginated
+ * targets), and stores every page as it arrives, fenced on the lease. Pages go through one writer fiber that commits
+ * whatever accumulated in a transaction of two statements (a transaction per page made the commits the bottleneck:
+ * 8,000 commits for 8,000 pages on SQLite, 2.2× slower). A background loop (`loop`, a `Layer.scopedDiscard`) follows
+ * the `Signals` (a job created anywhere starts here at once, a job cancelled anywhere stops here at once), and, as
+ * the fallback for a lost signal, renews this instance's leases, reaps expired ones (a crashed instance's work) and
+ * starts runners for running jobs nobody runs here.
  *
  * Restart semantics: a paginated target resumes after its last stored page — the stored pages are replayed to
  * `Paginate` from the database (no request), so the strategy computes the next URL exactly as it did the first time
@@ -20,10 +22,8 @@ import type { SqlClient } from "@effect/sql"
 import * as Deadline from "@spindle/core/Deadline"
 import type { FetchError, FetchResult } from "@spindle/core/HttpFetcher"
 import { DecodeError, HttpFetcher, layerUndiciWith } from "@spindle/core/HttpFetcher"
-import * as KeyedConcurrency from "@spindle/core/KeyedConcurrency"
 import * as Paginate from "@spindle/core/Paginate"
 import * as Progress from "@spindle/core/Progress"
-import * as RateLimiter from "@spindle/core/RateLimiter"
 import {
   Chunk,
   Clock,
@@ -50,8 +50,12 @@ import { randomBytes } from "node:crypto"
 import { hostname } from "node:os"
 import { JobOptions, parseDuration, parseRate, REDACTED } from "../Domain.js"
 import { SsrfGuard } from "../Fetch/SsrfGuard.js"
+import type { LimitStoreError } from "../Limits/LimitStore.js"
+import * as HostLimits from "./HostLimits.js"
 import type { Fence, JobRow, NewPage, TargetRow } from "./JobRepo.js"
 import { JobRepo } from "./JobRepo.js"
+import type { Signal } from "./Signals.js"
+import { Signals } from "./Signals.js"
 
 // ---------------------------------------------------------------------------------------------------------------
 // Settings
@@ -74,9 +78,14 @@ export interface EngineSettings {
   readonly claimBatch: number
   /** How long in-flight targets may run on at shutdown before they are interrupted. */
   readonly shutdownGrace: Duration.Duration
+  /** Where per-host limits live: `auto` (shared when instances can share a store) or `memory` (see HostLimits). */
+  readonly limits: "auto" | "memory"
 }
 
-/** `HARVESTER_INSTANCE_ID`, `HARVESTER_LEASE_TTL` (30s), `HARVESTER_SCAN_EVERY` (2s), `HARVESTER_CLAIM_BATCH`. */
+/**
+ * `HARVESTER_INSTANCE_ID`, `HARVESTER_LEASE_TTL` (30s), `HARVESTER_SCAN_EVERY` (2s), `HARVESTER_CLAIM_BATCH`,
+ * `HARVESTER_SHUTDOWN_GRACE` (10s), `HARVESTER_LIMITS` (auto).
+ */
 export const EngineSettingsConfig: Config.Config<EngineSettings> = Config.all({
   instanceId: Config.string("HARVESTER_INSTANCE_ID").pipe(
     Config.withDefault(`${hostname()}-${process.pid}-${randomBytes(4).toString("hex")}`)
@@ -87,7 +96,8 @@ export const EngineSettingsConfig: Config.Config<EngineSettings> = Config.all({
     Config.validate({ message: "must be an integer from 0 to 1000", validation: (n) => n >= 0 && n <= 1000 }),
     Config.withDefault(0)
   ),
-  shutdownGrace: durationConfig("HARVESTER_SHUTDOWN_GRACE", "10s")
+  shutdownGrace: durationConfig("HARVESTER_SHUTDOWN_GRACE", "10s"),
+  limits: HostLimits.ModeConfig
 })
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -185,6 +195,8 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
     const repo = yield* JobRepo
     const fetcher = yield* HttpFetcher
     const { guard } = yield* SsrfGuard
+    const limits = yield* HostLimits.HostLimits
+    const signals = yield* Signals
     const owner = settings.instanceId
     const leaseTtlMillis = Duration.toMillis(settings.leaseTtl)
 
@@ -254,9 +266,14 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
         if (!headerSecrets.has(row.id) && Object.keys(headers).length < Object.keys(options.headers).length) {
           yield* Effect.logWarning(`job ${row.id}: redacted headers are not available to this instance; sent without`)
         }
-        const limiter = yield* Effect.orDie(RateLimiter.make({ limit: rate.limit, per: rate.per }))
+        // Keyed by host: every job and every instance fetching from a host shares its window and its slots.
+        const limiter = yield* Effect.orDie(limits.rateLimiter({ limit: rate.limit, per: rate.per }))
         const hosts = yield* Effect.orDie(
-          KeyedConcurrency.make({ perKey: options.perHostConcurrency, global: options.concurrency })
+          limits.concurrency({
+            perKey: options.perHostConcurrency,
+            global: options.concurrency,
+            lease: settings.leaseTtl
+          })
         )
         const progress = yield* Effect.orDie(Progress.make({ interval: "250 millis" }))
         trackers.set(row.id, progress)
@@ -497,12 +514,30 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
       for (const row of yield* repo.runningJobs) yield* start(row)
     })
 
+    /** A job created anywhere is started here at once; a job cancelled anywhere stops here at once. */
+    const onSignal = (signal: Signal): Effect.Effect<void> =>
+      signal._tag === "JobCancelled"
+        ? stop(signal.jobId)
+        : Effect.flatMap(repo.findJob(signal.jobId), (found) =>
+          Option.match(
+            Option.filter(found, (row) => row.status === "running"),
+            {
+              onNone: () => Effect.void,
+              onSome: start
+            }
+          ))
+
     return {
       owner,
       settings,
       start,
       stop,
       scan,
+      /** Tells every instance (this one included) about a job: created, or cancelled. */
+      signal: signals.publish,
+      /** The signals from now on (the loop follows them). */
+      signals: signals.subscribe,
+      onSignal,
       heartbeat: repo.heartbeat(owner, leaseTtlMillis),
       /** Keeps the job's real header values for the runner (the database stores them redacted). */
       rememberHeaders: (jobId: string, headers: Readonly<Record<string, string>>) =>
@@ -517,10 +552,21 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
   })
 }) {}
 
-/** The background loop: renew this instance's leases, reap expired ones, start runners for running jobs. */
+/**
+ * The background loop: follow the signals (new jobs start at once, cancelled jobs stop at once), and, as the fallback
+ * for a signal lost, every `scanEvery`: reap expired leases and start runners for running jobs; renew this instance's
+ * leases.
+ */
 export const loop: Layer.Layer<never, never, Engine> = Layer.scopedDiscard(
   Effect.gen(function*() {
     const engine = yield* Engine
+    const inbox = yield* engine.signals
+    yield* Effect.forkScoped(Effect.forever(
+      Effect.flatMap(Queue.take(inbox), (signal) =>
+        engine.onSignal(signal).pipe(
+          Effect.catchAllCause((cause) => Effect.logWarning(`handling ${signal._tag} ${signal.jobId} failed`, cause))
+        ))
+    ))
     const every = engine.settings.scanEvery
     const heartbeatEvery = Duration.millis(Math.max(50, Duration.toMillis(engine.settings.leaseTtl) / 3))
     const guarded = <A>(name: string, effect: Effect.Effect<A>) =>
@@ -544,7 +590,7 @@ export const httpLayer: Layer.Layer<HttpFetcher, never, SsrfGuard> = Layer.unwra
 )
 
 /** The engine with its loop, its HTTP client and its repository; needs a `SqlClient` and the `SsrfGuard`. */
-export const layer: Layer.Layer<Engine, never, SqlClient.SqlClient | SsrfGuard> = loop.pipe(
+export const layer: Layer.Layer<Engine, LimitStoreError, SqlClient.SqlClient | SsrfGuard> = loop.pipe(
   Layer.provideMerge(Engine.Default),
-  Layer.provide([JobRepo.Default, httpLayer])
+  Layer.provide([JobRepo.Default, httpLayer, HostLimits.layer, Signals.Default])
 )

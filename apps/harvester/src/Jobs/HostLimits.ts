@@ -58,12 +58,23 @@ export const shared: Layer.Layer<HostLimits, never, SharedLimits.SharedLimits> =
   }))
 )
 
-/** Redis with `REDIS_URL`, else PostgreSQL when the database is, else in memory (SQLite: one process). */
+/** `HARVESTER_LIMITS`: `auto` (default) or `memory`. */
+export const ModeConfig: Config.Config<"auto" | "memory"> = Config.literal("auto", "memory")("HARVESTER_LIMITS").pipe(
+  Config.withDefault("auto" as const)
+)
+
+/**
+ * `HARVESTER_LIMITS=memory` keeps the limits in each process (one instance, or limits deliberately per instance);
+ * otherwise (`auto`) Redis with `REDIS_URL`, else PostgreSQL when the database is, else in memory (SQLite: one
+ * process holds the file).
+ */
 export const layer: Layer.Layer<HostLimits, LimitStoreError, SqlClient.SqlClient> = Layer.unwrapEffect(
   Effect.gen(function*() {
     const redis = yield* Effect.orDie(Config.option(Config.redacted("REDIS_URL")))
+    const mode = yield* Effect.orDie(ModeConfig)
     const sql = yield* SqlClient.SqlClient
     const postgres = sql.onDialectOrElse({ pg: () => true, orElse: () => false })
+    if (mode === "memory") return memory
     if (Option.isSome(redis)) return shared.pipe(Layer.provide(SharedLimits.layer))
     if (postgres) return shared.pipe(Layer.provide(SharedLimits.layerSql()))
     return memory

@@ -31,6 +31,7 @@ import {
   TargetId
 } from "../Domain.js"
 import { SsrfGuard } from "../Fetch/SsrfGuard.js"
+import type { LimitStoreError } from "../Limits/LimitStore.js"
 import * as Engine from "./Engine.js"
 import type { JobRow, JobSummaryRow, PageRow, TargetCounts } from "./JobRepo.js"
 import { JobRepo } from "./JobRepo.js"
@@ -184,6 +185,8 @@ const make = Effect.gen(function*() {
     if (Object.keys(spec.options.headers).length > 0) yield* engine.rememberHeaders(id, spec.options.headers)
     const row = yield* findRow(id).pipe(Effect.orDie)
     yield* engine.start(row)
+    // Idle instances claim at once instead of at their next scan.
+    yield* engine.signal({ _tag: "JobCreated", jobId: id })
     return yield* view(row)
   })
 
@@ -241,6 +244,8 @@ const make = Effect.gen(function*() {
     if (isFinished(status)) return yield* JobAlreadyFinished.of(id, status)
     const now = yield* Clock.currentTimeMillis
     const ended = yield* repo.endJob(id, "cancelled", now)
+    // Every instance interrupts its fibers of the job (this one too, at once, whatever the signal does).
+    if (ended) yield* engine.signal({ _tag: "JobCancelled", jobId: id })
     yield* engine.stop(id)
     const after = yield* findRow(id)
     if (!ended) return yield* JobAlreadyFinished.of(id, decodeStatus(after.status))
@@ -298,7 +303,7 @@ export class Jobs extends Effect.Service<Jobs>()("spindle/Jobs", {
   dependencies: [Engine.layer.pipe(Layer.provide(SsrfGuard.Default)), JobRepo.Default]
 }) {
   /** Jobs whose SSRF guard is `guard` rather than the one configured by `HARVESTER_ALLOW_HOSTS`. */
-  static layerWithGuard(guard: Layer.Layer<SsrfGuard>): Layer.Layer<Jobs, never, SqlClient.SqlClient> {
+  static layerWithGuard(guard: Layer.Layer<SsrfGuard>): Layer.Layer<Jobs, LimitStoreError, SqlClient.SqlClient> {
     return Jobs.DefaultWithoutDependencies.pipe(
       Layer.provide([Engine.layer.pipe(Layer.provide(guard)), JobRepo.Default])
     )

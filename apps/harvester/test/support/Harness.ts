@@ -31,7 +31,9 @@ export const jobsLayer = (settings: EngineTestSettings = {}): Layer.Layer<Jobs, 
           ])
         )
       )
-    )
+    ),
+    // A limit store that cannot start (Redis down) is a broken test environment.
+    Layer.orDie
   )
 
 /** Runs `f` with a fresh engine that stops (gracefully) when `f` ends. */
