@@ -7,12 +7,12 @@
  *   wire: the harvester stores the tag);
  * - retries with exponential backoff and full jitter (a `Schedule`) on transient failures only — transport errors,
  *   timeouts, 408, 429 and 5xx — honouring `Retry-After` (delta-seconds or HTTP-date) by pausing the host in the
- *   `RateLimiter` (`pauseUntil`) or, without one, by sleeping until then;
+ *   `RateLimiter` (`pauseUntil`) and sleeping until then, outside any permit;
  * - a per-attempt timeout bounded by the enclosing `Deadline` (`min(options.timeout, Deadline.remaining)`);
  * - a cap on response bytes enforced while streaming (the connection is closed past `maxBytes`) and a cap on
  *   redirects, followed by hand so that every hop passes the `guard` hook (the harvester's SSRF guard);
- * - per-host `RateLimiter` / `KeyedConcurrency` hooks, and `fetchAll` with bounded concurrency, results in input
- *   order, and no failure cancelling another.
+ * - per-host `RateLimiter` / `KeyedConcurrency` hooks (the rate slot taken inside the permit), and `fetchAll` with
+ *   bounded concurrency, results in input order, and no failure cancelling another.
  *
  * Speed (PERF-NOTES: the stock `NodeHttpClient.layerUndici` pipeline costs 90–140 µs of CPU per request, 0.34× of
  * `undici.request`): `HttpFetcher.Default` runs on `layerUndici`, an `HttpClient` (`NodeHttpClient.makeUndici`) over
@@ -23,7 +23,8 @@
  * of `parallelism` worker fibers (not a fiber per URL), reads the Deadline once as an instant, keeps a plain 2xx out
  * of the failure channel, and aborts what is in flight from one interruption hook for the whole batch. Measured
  * (bench/parts/FetchAll.ts) at the CPU cost of `undici.request` + `p-limit` per request. `get` is traced
- * (`HttpFetcher.get` span); `fetchAll` has one span for the batch. Any other `HttpClient`
+ * (`HttpFetcher.get` span) when tracing is on; `fetchAll` has one span for the batch; `prepare(options)` validates the
+ * options once and returns an untraced `get(url)`, for loops over many URLs. Any other `HttpClient`
  * (`HttpFetcher.DefaultWithoutDependencies`) goes through the generic `execute` pipeline, tracer propagation off,
  * with the same semantics, minus the speed.
  */
@@ -37,6 +38,7 @@ import {
   Duration,
   Effect,
   Either,
+  FiberRef,
   Layer,
   Option,
   ParseResult,
@@ -152,9 +154,12 @@ export interface FetchOptions {
   readonly headers?: Readonly<Record<string, string>>
   /** How to read the body when no schema is given. Default "json". */
   readonly responseType?: ResponseType
-  /** A `RateLimiter`: acquired per host (`url.host`) before every attempt; paused by `Retry-After`. */
+  /**
+   * A `RateLimiter`: a slot per host (`url.host`) taken right before every attempt, inside the `concurrency` permit
+   * (a start never lands outside the window it was counted in); paused by `Retry-After`.
+   */
   readonly rateLimiter?: HostRateLimiter
-  /** A `KeyedConcurrency`: per-host (and global) permits around every attempt. */
+  /** A `KeyedConcurrency`: per-host (and global) permits around every attempt (and its rate slot). */
   readonly concurrency?: HostConcurrency
   /** Called with the URL before the request and before every redirect hop (the SSRF guard plugs in here). */
   readonly guard?: (url: URL) => Effect.Effect<void, RequestBlocked>
@@ -246,6 +251,19 @@ const resolveOptions = <A, I>(options: GetOptions<A, I> | undefined): Either.Eit
     guard: o.guard,
     decode: schema === undefined ? undefined : Schema.decodeUnknownEither(schema, { errors: "first" })
   })
+}
+
+const noOptions = {}
+const resolvedByOptions = new WeakMap<object, Resolved>()
+
+/** `resolveOptions`, remembered per options object (a valid one: a bad one fails every time). */
+const resolveCached = <A, I>(options: GetOptions<A, I> | undefined): Either.Either<Resolved, InvalidFetchOptions> => {
+  const key = options ?? noOptions
+  const known = resolvedByOptions.get(key)
+  if (known !== undefined) return Either.right(known)
+  const resolved = resolveOptions(options)
+  if (Either.isRight(resolved)) resolvedByOptions.set(key, resolved.right)
+  return resolved
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -590,16 +608,21 @@ const complete = <A>(
 
 type Attempt = Effect.Effect<readonly [URL, RawResponse], AttemptError>
 
+const outcomeToEffect = (outcome: Outcome): Effect.Effect<RawResponse, ExchangeError> =>
+  outcome.error === undefined ? Effect.succeed(outcome) : Effect.fail(outcome.error)
+
 const makeGet = (exchange: Exchange) => {
   /** One hop of an attempt: guard, per-host limits, the exchange, then the response classified. */
   const hop = (current: URL, hops: number, o: Resolved, timeout: Timeout): Attempt => {
     const host = hostOf(current)
     let request: Effect.Effect<RawResponse, ExchangeError | RequestBlocked> = Effect.flatMap(
       exchange(current, o, timeout),
-      (outcome) => outcome.error === undefined ? Effect.succeed(outcome) : Effect.fail(outcome.error)
+      outcomeToEffect
     )
-    if (o.concurrency !== undefined) request = o.concurrency.withPermit(host)(request)
+    // The rate slot is taken inside the concurrency permit, right before the request: taken before, a start that
+    // then waited for a permit could land in a later window, next to that window's own starts, and exceed the rate.
     if (o.rateLimiter !== undefined) request = Effect.zipRight(o.rateLimiter.acquire(host), request)
+    if (o.concurrency !== undefined) request = o.concurrency.withPermit(host)(request)
     if (o.guard !== undefined) request = Effect.zipRight(o.guard(current), request)
     return Effect.flatMap(request, (raw) => classify(current, raw, hops, o, timeout))
   }
@@ -633,7 +656,10 @@ const makeGet = (exchange: Exchange) => {
     return Effect.fail(new HttpStatusError({ url: current.href, status, body: snippet(raw.body) }))
   }
 
-  /** Waits out a `Retry-After`: pauses the host in the limiter (everyone waits) or sleeps here. */
+  /**
+   * Waits out a `Retry-After`: pauses the host in the limiter (every request to it waits), then sleeps here too, so
+   * that the retry does not wait for the pause inside a concurrency permit that other requests could use.
+   */
   const waitRetryAfter = (url: URL, error: AttemptError, o: Resolved): Effect.Effect<boolean> => {
     if (error._tag !== "TransientStatus" || error.retryAtMillis === undefined) return Effect.succeed(true)
     const retryAt = error.retryAtMillis
@@ -641,9 +667,10 @@ const makeGet = (exchange: Exchange) => {
       const wait = retryAt - now
       if (wait > o.maxRetryAfterMillis) return Effect.succeed(false)
       if (wait <= 0) return Effect.succeed(true)
+      const sleep = Effect.as(Effect.sleep(Duration.millis(wait)), true)
       return o.rateLimiter !== undefined
-        ? Effect.as(o.rateLimiter.pauseUntil(hostOf(url), retryAt), true)
-        : Effect.as(Effect.sleep(Duration.millis(wait)), true)
+        ? Effect.zipRight(o.rateLimiter.pauseUntil(hostOf(url), retryAt), sleep)
+        : sleep
     })
   }
 
@@ -689,7 +716,12 @@ const makeGet = (exchange: Exchange) => {
     if (Either.isLeft(parsed)) return Effect.fail(parsed.left)
     const url = parsed.right
     const started = Date.now()
-    if (hasHooks(o)) return settle<A>(input, started, url, o, hop(url, 0, o, timeout))
+    if (hasHooks(o)) {
+      return Effect.matchEffect(hop(url, 0, o, timeout), {
+        onFailure: (error) => settle<A>(input, started, url, o, Effect.fail(error)),
+        onSuccess: (done) => complete<A>(input, started, 1, done[0], done[1], o)
+      })
+    }
     return Effect.flatMap(exchange(url, o, timeout), (outcome) =>
       outcome.error !== undefined
         ? settle<A>(input, started, url, o, Effect.fail(outcome.error))
@@ -782,13 +814,37 @@ export class HttpFetcher extends Effect.Service<HttpFetcher>()("spindle/HttpFetc
         : undiciExchange(dispatcher)
     )
 
-    /** One GET: the body decoded by `options.schema`, else per `options.responseType` (JSON by default). */
-    const get = Effect.fn("HttpFetcher.get")(function*<A = unknown, I = unknown>(
+    const tracedGet = Effect.fn("HttpFetcher.get")(function*<A = unknown, I = unknown>(
       url: string,
       options?: GetOptions<A, I>
     ) {
-      const o = yield* resolveOptions(options)
+      const o = yield* resolveCached(options)
       return yield* fetchOne<A>(url, o)
+    })
+
+    /**
+     * One GET: the body decoded by `options.schema`, else per `options.responseType` (JSON by default). The options
+     * are validated once per options object (they are read-only): a caller passing the same object every time pays
+     * for the validation once. Traced (`HttpFetcher.get`) unless tracing is off (`Effect.withTracerEnabled(false)`):
+     * then no span, nor the call-site capture that comes with it (about 25 µs of CPU per call).
+     */
+    const get = <A = unknown, I = unknown>(
+      url: string,
+      options?: GetOptions<A, I>
+    ): Effect.Effect<FetchResult<A>, FetchError | InvalidFetchOptions> =>
+      Effect.withFiberRuntime((fiber) => {
+        if (fiber.getFiberRef(FiberRef.currentTracerEnabled)) return tracedGet<A, I>(url, options)
+        const o = resolveCached(options)
+        return Either.isLeft(o) ? Effect.fail(o.left) : fetchOne<A>(url, o.right)
+      })
+
+    /**
+     * `get` with its options validated once, for a loop fetching many URLs with the same options: the function it
+     * returns has no per-call validation and no span of its own (like `fetchAll`: the caller's span covers it).
+     */
+    const prepare = Effect.fn("HttpFetcher.prepare")(function*<A = unknown, I = unknown>(options?: GetOptions<A, I>) {
+      const o = yield* resolveCached(options)
+      return (url: string): Effect.Effect<FetchResult<A>, FetchError> => fetchOne<A>(url, o)
     })
 
     /**
@@ -842,7 +898,7 @@ export class HttpFetcher extends Effect.Service<HttpFetcher>()("spindle/HttpFetc
       return results
     })
 
-    return { get, fetchAll } as const
+    return { get, prepare, fetchAll } as const
   }),
   dependencies: [layerUndici]
 }) {}

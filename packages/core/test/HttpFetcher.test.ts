@@ -2,6 +2,7 @@ import { HttpClient, HttpClientResponse } from "@effect/platform"
 import { NodeHttpClient } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Duration, Effect, Either, Exit, Fiber, Layer, Option, Schema, TestClock } from "effect"
+import type { Tracer } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import * as Deadline from "../src/Deadline.js"
 import { HttpFetcher, RequestBlocked } from "../src/HttpFetcher.js"
@@ -402,6 +403,118 @@ describe("HttpFetcher", () => {
         const result = yield* Fiber.join(fiber)
         assert.strictEqual(result.attempts, 2)
         assert.isAtLeast(api.times[1]! - api.times[0]!, 30_000)
+      }).pipe(Effect.provide(api.layer))
+    })
+
+    it.scoped("the rate slot is taken inside the concurrency permit: no 500 ms window holds more than 2 starts", () => {
+      // The first response takes 1 s, the others 10 ms. Slots taken before the permit (the old order) were recorded
+      // at 0, 0, 500, 500 while the requests started at 0, 1000, 1010, 1020: three starts within 20 ms.
+      const starts: Array<number> = []
+      const client = HttpClient.make((request) =>
+        Effect.gen(function*() {
+          starts.push(yield* Clock.currentTimeMillis)
+          yield* Effect.sleep(starts.length === 1 ? "1 second" : "10 millis")
+          return HttpClientResponse.fromWeb(request, new Response(JSON.stringify({ login: "ok", id: 1 })))
+        })
+      )
+      return Effect.gen(function*() {
+        const fetcher = yield* HttpFetcher
+        const rateLimiter = yield* RateLimiter.make({ limit: 2, per: "500 millis" })
+        const concurrency = yield* KeyedConcurrency.make({ perKey: 1, global: 10 })
+        const urls = Array.from({ length: 4 }, (_, i) => `http://127.0.0.1/users/${i}`)
+        const fiber = yield* Effect.fork(
+          Effect.forEach(urls, (url) => fetcher.get(url, { schema: User, rateLimiter, concurrency }), {
+            concurrency: "unbounded"
+          })
+        )
+        for (let step = 0; step < 200; step++) yield* TestClock.adjust("10 millis")
+        const results = yield* Fiber.join(fiber)
+        assert.deepStrictEqual(results.map((result) => result.body.login), ["ok", "ok", "ok", "ok"])
+        assert.deepStrictEqual(starts, [0, 1000, 1010, 1500])
+        for (let i = 2; i < starts.length; i++) assert.isAtLeast(starts[i]! - starts[i - 2]!, 500)
+      }).pipe(
+        Effect.provide(HttpFetcher.DefaultWithoutDependencies.pipe(
+          Layer.provide(Layer.succeed(HttpClient.HttpClient, client))
+        ))
+      )
+    })
+
+    it.scoped("Retry-After with both hooks: no request to the host starts until the pause ends, then both go", () => {
+      const api = scripted([{ status: 429, headers: { "retry-after": "30" } }, { status: 200 }])
+      return Effect.gen(function*() {
+        const fetcher = yield* HttpFetcher
+        const rateLimiter = yield* RateLimiter.make({ limit: 100, per: "1 second" })
+        const concurrency = yield* KeyedConcurrency.make({ perKey: 1, global: 10 })
+        const options = { schema: User, rateLimiter, concurrency, retryBaseDelay: "1 millis" } as const
+        const first = yield* Effect.fork(fetcher.get("http://127.0.0.1/limited", options))
+        yield* Effect.yieldNow()
+        const second = yield* Effect.fork(fetcher.get("http://127.0.0.1/other", options))
+        yield* TestClock.adjust(Duration.seconds(29))
+        assert.deepStrictEqual(api.times, [0], "nothing starts while the host is paused")
+        yield* TestClock.adjust(Duration.seconds(2))
+        const results = yield* Fiber.join(Fiber.zip(first, second))
+        assert.deepStrictEqual(results.map((result) => result.attempts), [2, 1])
+        // The second request starts when the pause ends; the first one's retry then, after its 1 ms backoff step.
+        assert.deepStrictEqual(api.times.slice(0, 2), [0, 30_000])
+        assert.isAtMost(api.times[2]! - 30_000, 1)
+      }).pipe(Effect.provide(api.layer))
+    })
+
+    /** The names of the current span and its ancestors. */
+    const spanNames = Effect.map(Effect.option(Effect.currentSpan), (current) => {
+      const names: Array<string> = []
+      let span: Option.Option<Tracer.AnySpan> = current
+      while (Option.isSome(span) && span.value._tag === "Span") {
+        names.push(span.value.name)
+        span = span.value.parent
+      }
+      return names
+    })
+
+    it.effect("get is traced (an HttpFetcher.get span) unless tracing is off; prepare's get never is", () => {
+      const spans: Array<ReadonlyArray<string>> = []
+      const client = HttpClient.make((request) =>
+        Effect.map(spanNames, (names) => {
+          spans.push(names)
+          return HttpClientResponse.fromWeb(request, new Response(JSON.stringify({ login: "ok", id: spans.length })))
+        })
+      )
+      return Effect.gen(function*() {
+        const fetcher = yield* HttpFetcher
+        const options = { schema: User, retries: 1 }
+        const traced = yield* fetcher.get("http://127.0.0.1/users/a", options)
+        const untraced = yield* Effect.withTracerEnabled(fetcher.get("http://127.0.0.1/users/b", options), false)
+        const get = yield* fetcher.prepare(options)
+        const prepared = yield* get("http://127.0.0.1/users/c")
+        assert.deepStrictEqual([traced.body.id, untraced.body.id, prepared.body.id], [1, 2, 3])
+        assert.deepStrictEqual(spans.map((names) => names.includes("HttpFetcher.get")), [true, false, false])
+      }).pipe(
+        Effect.provide(HttpFetcher.DefaultWithoutDependencies.pipe(
+          Layer.provide(Layer.succeed(HttpClient.HttpClient, client))
+        ))
+      )
+    })
+
+    it.effect("prepare validates options once: bad ones fail there, naming the field; get fails on every call", () => {
+      const api = scripted([{ status: 200 }])
+      return Effect.gen(function*() {
+        const fetcher = yield* HttpFetcher
+        const error = yield* Effect.flip(fetcher.prepare({ retries: -1 }))
+        assert.strictEqual(error.field, "retries")
+        const bad = { timeout: "0 millis" } as const
+        for (let call = 0; call < 2; call++) {
+          const failed = yield* Effect.flip(
+            Effect.withTracerEnabled(fetcher.get("http://127.0.0.1/users/x", bad), false)
+          )
+          assert.strictEqual(failed._tag, "InvalidFetchOptions")
+          if (failed._tag === "InvalidFetchOptions") assert.strictEqual(failed.field, "timeout")
+        }
+        assert.strictEqual(api.times.length, 0)
+        const get = yield* fetcher.prepare({ schema: Schema.Struct({ login: Schema.Number }), retries: 0 })
+        const mismatch = yield* Effect.flip(get("http://127.0.0.1/users/y"))
+        assert.strictEqual(mismatch._tag, "DecodeError")
+        if (mismatch._tag === "DecodeError") assert.strictEqual(mismatch.path, "login")
+        assert.strictEqual(api.times.length, 1)
       }).pipe(Effect.provide(api.layer))
     })
 

@@ -283,29 +283,27 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
 
         // Once the engine drains, no new request starts: the target stops here and its lease is handed back.
         const notDraining = Effect.flatMap(Ref.get(draining), (stopping) => stopping ? Effect.interrupt : Effect.void)
-        // The rate slot is taken inside the concurrency permit, right before the request: taken before (as the
-        // fetcher does with separate hooks), a start that waited for a permit could land in a later window and
-        // exceed the rate there. The fetcher still pauses the host through `pauseUntil` on Retry-After.
-        const fetchOptions = {
+        // The fetcher takes the rate slot inside the concurrency permit, right before the request (and pauses the
+        // host through `pauseUntil` on Retry-After); a target that got its permit while draining stops there.
+        // Options validated once per job: the per-page call has no validation and no span of its own.
+        const fetchUrl = yield* fetcher.prepare<string, string>({
           retries: options.retries,
           timeout,
           maxBytes: options.maxBytes,
           headers,
-          responseType: "text" as const,
-          rateLimiter: { acquire: () => Effect.void, pauseUntil: limiter.pauseUntil },
+          responseType: "text",
+          rateLimiter: limiter,
           concurrency: {
             withPermit: (host: string) => <A, E, R>(request: Effect.Effect<A, E, R>) =>
-              hosts.withPermit(host)(Effect.zipRight(notDraining, Effect.zipRight(limiter.acquire(host), request)))
+              hosts.withPermit(host)(Effect.zipRight(notDraining, request))
           },
           guard
-        }
+        }).pipe(Effect.orDie)
 
         /** One page: the fetcher's result as a row, the body parsed by content type. */
         const fetchPage = (url: string, pageNo: number) =>
           Effect.gen(function*() {
-            const result: FetchResult<string> = yield* fetcher.get<string, string>(url, fetchOptions).pipe(
-              Effect.catchTag("InvalidFetchOptions", Effect.die)
-            )
+            const result: FetchResult<string> = yield* fetchUrl(url)
             const body = yield* parseBody(result.finalUrl, result.headers, result.body)
             const fetchedAt = yield* Clock.currentTimeMillis
             const row: NewPage = {
