@@ -34,29 +34,16 @@ import {
   TestClock
 } from "effect"
 import { Redis } from "ioredis"
-import { connect } from "node:net"
 import { fileURLToPath } from "node:url"
 import type { SharedDecision, SharedRateLimiterStore } from "../src/Limits/LimitStore.js"
 import { LimitStoreError, resilient } from "../src/Limits/LimitStore.js"
 import * as SharedLimits from "../src/Limits/SharedLimits.js"
+import { PG_PORT, probe, REDIS_PORT, required } from "./support/Services.js"
 
 const PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/test"
 const REDIS_URL = "redis://127.0.0.1:6379"
 
-const probe = (port: number): Promise<string | null> =>
-  new Promise((resolve) => {
-    const socket = connect({ host: "127.0.0.1", port })
-    const done = (reason: string | null) => {
-      socket.destroy()
-      resolve(reason)
-    }
-    socket.setTimeout(1000, () => done(`connection to 127.0.0.1:${port} timed out`))
-    socket.once("connect", () => done(null))
-    socket.once("error", (error) => done(`127.0.0.1:${port} unreachable (${error.message})`))
-  })
-
-const required = process.env["CI"] === "true"
-const [pgProblem, redisProblem] = await Promise.all([probe(5432), probe(6379)])
+const [pgProblem, redisProblem] = await Promise.all([probe(PG_PORT), probe(REDIS_PORT)])
 for (const [name, problem] of [["PostgreSQL", pgProblem], ["Redis", redisProblem]] as const) {
   if (problem !== null && !required) process.stderr.write(`[Limits tests] ${name} variants skipped: ${problem}\n`)
 }

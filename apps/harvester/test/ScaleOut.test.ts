@@ -9,7 +9,6 @@ import { NodeContext, NodeHttpClient } from "@effect/platform-node"
 import { SqlClient } from "@effect/sql"
 import { assert, describe, layer } from "@effect/vitest"
 import { Clock, Context, Effect, Fiber, Layer, Redacted, Ref, Schedule, Schema } from "effect"
-import { connect } from "node:net"
 import * as Db from "../src/Db/Db.js"
 import * as SimulatedApi from "../src/Demo/SimulatedApi.js"
 import type { JobId } from "../src/Domain.js"
@@ -19,22 +18,10 @@ import * as Databases from "./support/Databases.js"
 import { maxInWindow, pollUntil } from "./support/Harness.js"
 import type { Serving } from "./support/Harvester.js"
 import { serve } from "./support/Harvester.js"
+import { PG_PORT, probe, REDIS_PORT, required } from "./support/Services.js"
 
-const probe = (port: number): Promise<string | null> =>
-  new Promise((resolve) => {
-    const socket = connect({ host: "127.0.0.1", port })
-    const done = (reason: string | null) => {
-      socket.destroy()
-      resolve(reason)
-    }
-    socket.setTimeout(1000, () => done(`connection to 127.0.0.1:${port} timed out`))
-    socket.once("connect", () => done(null))
-    socket.once("error", (error) => done(`127.0.0.1:${port} unreachable (${error.message})`))
-  })
-
-const required = process.env["CI"] === "true"
-const pgSkip = required ? null : await probe(5432)
-const redisSkip = required ? null : pgSkip ?? await probe(6379)
+const pgSkip = required ? null : await probe(PG_PORT)
+const redisSkip = required ? null : pgSkip ?? await probe(REDIS_PORT)
 if (pgSkip !== null) process.stderr.write(`[harvester tests] ScaleOut skipped: PostgreSQL ${pgSkip}\n`)
 else if (redisSkip !== null) process.stderr.write(`[harvester tests] ScaleOut on Redis skipped: Redis ${redisSkip}\n`)
 

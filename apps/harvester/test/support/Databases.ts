@@ -9,25 +9,13 @@ import { NodeFileSystem } from "@effect/platform-node"
 import type { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer, Redacted } from "effect"
-import { connect } from "node:net"
 import * as Db from "../../src/Db/Db.js"
+import { PG_PORT, probe, required } from "./Services.js"
 
 export const PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/test"
 
-const probePg = (): Promise<string | null> =>
-  new Promise((resolve) => {
-    const socket = connect({ host: "127.0.0.1", port: 5432 })
-    const done = (reason: string | null) => {
-      socket.destroy()
-      resolve(reason)
-    }
-    socket.setTimeout(1000, () => done("connection to 127.0.0.1:5432 timed out"))
-    socket.once("connect", () => done(null))
-    socket.once("error", (error) => done(`127.0.0.1:5432 unreachable (${error.message})`))
-  })
-
-const pgProblem = await probePg()
-const requirePg = process.env["CI"] === "true"
+const pgProblem = await probe(PG_PORT)
+const requirePg = required
 if (pgProblem !== null && !requirePg) {
   process.stderr.write(`[harvester tests] PostgreSQL variants skipped: ${pgProblem}\n`)
 }
