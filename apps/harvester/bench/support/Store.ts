@@ -8,6 +8,7 @@
  * `createRequire` and described by the few members the benchmark calls.
  */
 import { createRequire } from "node:module"
+import { selectHeaders as keptHeaders } from "../../src/Jobs/KeptHeaders.js"
 
 const require = createRequire(import.meta.url)
 
@@ -151,31 +152,9 @@ export const batcher = (store: PageStore, size: number) => {
   }
 }
 
-/** Response headers the harvester keeps with a page (its KEPT_HEADERS, for the same storage work). */
-const KEPT_HEADERS = new Set([
-  "content-type",
-  "content-length",
-  "content-encoding",
-  "etag",
-  "last-modified",
-  "cache-control",
-  "date",
-  "link",
-  "location",
-  "retry-after",
-  "x-ratelimit-limit",
-  "x-ratelimit-remaining",
-  "x-ratelimit-reset",
-  "x-total-count"
-])
-
-export const selectHeaders = (headers: Readonly<Record<string, unknown>>): string => {
-  const kept: Record<string, string> = {}
-  for (const [name, value] of Object.entries(headers)) {
-    if (KEPT_HEADERS.has(name) && value !== undefined) kept[name] = String(value)
-  }
-  return JSON.stringify(kept)
-}
+/** The harvester's kept headers as its pages table stores them (JSON), for the same storage work. */
+export const selectHeaders = (headers: Readonly<Record<string, unknown>>): string =>
+  JSON.stringify(keptHeaders(headers))
 
 // ---------------------------------------------------------------------------------------------------------------
 // The driver's side: databases per run, and what a run stored

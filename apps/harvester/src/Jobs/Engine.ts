@@ -54,6 +54,7 @@ import type { LimitStoreError } from "../Limits/LimitStore.js"
 import * as HostLimits from "./HostLimits.js"
 import type { Fence, JobRow, NewPage, TargetRow } from "./JobRepo.js"
 import { JobRepo } from "./JobRepo.js"
+import { selectHeaders } from "./KeptHeaders.js"
 import type { Signal } from "./Signals.js"
 import { Signals } from "./Signals.js"
 
@@ -103,32 +104,6 @@ export const EngineSettingsConfig: Config.Config<EngineSettings> = Config.all({
 // ---------------------------------------------------------------------------------------------------------------
 // Pages and failures as rows
 // ---------------------------------------------------------------------------------------------------------------
-
-/** Response headers worth keeping with a page. */
-const KEPT_HEADERS = new Set([
-  "content-type",
-  "content-length",
-  "content-encoding",
-  "etag",
-  "last-modified",
-  "cache-control",
-  "date",
-  "link",
-  "location",
-  "retry-after",
-  "x-ratelimit-limit",
-  "x-ratelimit-remaining",
-  "x-ratelimit-reset",
-  "x-total-count"
-])
-
-export const selectHeaders = (headers: Readonly<Record<string, string>>): Record<string, string> => {
-  const kept: Record<string, string> = {}
-  for (const [name, value] of Object.entries(headers)) {
-    if (KEPT_HEADERS.has(name)) kept[name] = value
-  }
-  return kept
-}
 
 /** A JSON body (by content type) parsed; any other body as text. Malformed JSON is a `DecodeError`. */
 const parseBody = (url: string, headers: Readonly<Record<string, string>>, text: string) => {
