@@ -3,13 +3,17 @@
  *
  * 1. Pages/s with 1, 2 and 3 instances: a fresh `bench_<random>` database per run on 127.0.0.1:5432 (dropped after),
  *    N real `harvester serve` processes on it (the first starts alone: it runs the migrations), one job of
- *    SPINDLE_BENCH_SCALEOUT_PAGES (default 1200) single-page targets created through the first instance's API,
+ *    SPINDLE_BENCH_SCALEOUT_PAGES (default 4800) single-page targets created through the first instance's API,
  *    against a node:http upstream in its own process answering after 20 ms. Job options: concurrency 50 per instance,
- *    per-host concurrency 50 × 3, rate 100000/1s. Three ways to hold the per-host limits (SPINDLE_BENCH_STORES,
- *    default "postgres,redis,memory"): shared through PostgreSQL (the default with DATABASE_URL: a store round trip
- *    per rate decision, per slot claim and per slot release), shared through Redis (REDIS_URL), or kept in each
- *    process (HARVESTER_LIMITS=memory: no cross-instance limit, the floor). Pages/s is the job's own (created →
- *    finished, from `GET /jobs/:id`). Every run is checked: the upstream served every page once, the job completed.
+ *    per-host concurrency 50 × 3 (so the shared bound never caps three instances), rate 100000/1s (never reached).
+ *    Three ways to hold the per-host limits (SPINDLE_BENCH_STORES, default "postgres,redis,memory"): shared through
+ *    PostgreSQL (the default with DATABASE_URL: a store round trip per block of rate starts an instance's waiting
+ *    requests of a host take, and per batch of slots it claims or slot it gives back), shared through Redis
+ *    (REDIS_URL), or kept in each process (HARVESTER_LIMITS=memory: no cross-instance limit, the floor). Pages/s is the
+ *    job's own (created → finished, from `GET /jobs/:id`). Every run is checked: the upstream served every page once,
+ *    the job completed. The default was 1200 pages: a job then lasted under a second, so the other instances' wake-up
+ *    and the last scan weighed as much as the fetching, and one configuration's runs spread over 2× on this shared
+ *    machine; 4800 pages take several seconds per job.
  * 2. Claim throughput: `JobRepo.claim` straight against PostgreSQL (this process), 20k pending targets claimed in
  *    batches of 10/50/100 by 1 or 4 concurrent claimers until none is left; and the whole cycle (claim a batch, then
  *    store a page for each claimed target, fenced, in one transaction of two statements — what the engine does).
@@ -48,7 +52,7 @@ class BenchFailed extends Data.TaggedError("BenchFailed")<{ readonly reason: str
 }
 
 const BenchConfig = Config.all({
-  pages: Config.integer("SPINDLE_BENCH_SCALEOUT_PAGES").pipe(Config.withDefault(1200)),
+  pages: Config.integer("SPINDLE_BENCH_SCALEOUT_PAGES").pipe(Config.withDefault(4800)),
   runs: Config.integer("SPINDLE_BENCH_RUNS").pipe(Config.withDefault(3)),
   stores: Config.string("SPINDLE_BENCH_STORES").pipe(
     Config.withDefault("postgres,redis,memory"),

@@ -19,11 +19,15 @@ import { assert, describe, it, layer } from "@effect/vitest"
 import * as RateLimiter from "@spindle/core/RateLimiter"
 import {
   Cause,
+  Clock,
   ConfigProvider,
   Context,
+  Deferred,
+  Duration,
   Effect,
   Exit,
   Fiber,
+  FiberId,
   Layer,
   Option,
   Queue,
@@ -161,8 +165,11 @@ const PROCESS_TEST_TIMEOUT = 60_000
 const LIMIT = 5
 const WINDOW = 200
 
-/** A limiter over the shared store that records the store instant of every start it is granted. */
-const recordingLimiter = (starts: Array<number>) =>
+/**
+ * A limiter over the shared store that records the store instant of every start it is granted (each start of a block),
+ * and the size of every block.
+ */
+const recordingLimiter = (starts: Array<number>, blocks: Array<number> = []) =>
   Effect.gen(function*() {
     const { rateStore } = yield* SharedLimits.SharedLimits
     return yield* RateLimiter.make({
@@ -172,7 +179,11 @@ const recordingLimiter = (starts: Array<number>) =>
         pauseUntil: rateStore.pauseUntil,
         tryAcquire: (request) =>
           Effect.tap(rateStore.tryAcquire(request), (decision: SharedDecision) => {
-            if (decision.allowed) starts.push(decision.at)
+            if (!decision.allowed) return
+            const granted = decision.granted ?? 1
+            assert.isAtMost(granted, request.count ?? 1, "granted more starts than asked for")
+            blocks.push(granted)
+            starts.push(...Array<number>(granted).fill(decision.at))
           })
       }
     })
@@ -344,6 +355,168 @@ describe("LimitStore.resilient", () => {
     }))
 })
 
+describe("SharedConcurrency keeping slots (virtual time, the SQLite store)", () => {
+  // The SQLite store decides with the caller's clock, so its leases run on the TestClock: the real store's statements,
+  // in virtual time.
+  const store = SharedLimits.layerSql().pipe(
+    Layer.provideMerge(SqliteClient.layer({ filename: ":memory:" })),
+    Layer.orDie
+  )
+  const slotRows = (host: string) =>
+    Effect.flatMap(
+      SqlClient.SqlClient,
+      (sql) =>
+        sql`SELECT COUNT(*) AS n FROM limit_host_slots WHERE host = ${host}`.pipe(
+          Effect.flatMap((rows) => Schema.decodeUnknown(Count)(rows[0])),
+          Effect.map((row) => row.n),
+          Effect.orDie
+        )
+    )
+  const kept = {
+    perKey: 2,
+    global: 10,
+    lease: "10 seconds",
+    pollInterval: "50 millis",
+    linger: "50 millis",
+    maxHold: "1 second"
+  } as const
+  /** Runs `body` counting how many run at once, over every instance. */
+  const gauge = () => {
+    const state = { inFlight: 0, peak: 0, done: 0 }
+    const run = (millis: number) =>
+      Effect.acquireUseRelease(
+        Effect.sync(() => {
+          state.inFlight++
+          state.peak = Math.max(state.peak, state.inFlight)
+        }),
+        () => Effect.zipRight(Effect.sleep(millis), Effect.sync(() => state.done++)),
+        () => Effect.sync(() => state.inFlight--)
+      )
+    return { state, run }
+  }
+  const advance = (millis: number, step = 5) =>
+    Effect.forEach(Array.from({ length: millis / step }), () => TestClock.adjust(step), { discard: true })
+
+  it.scoped("a slot goes to the next caller without the store: one claim for a line, given back after `linger`", () =>
+    Effect.gen(function*() {
+      const host = "reuse.test"
+      const limits = yield* SharedLimits.concurrency(kept)
+      const { run, state } = gauge()
+      const work = yield* Effect.fork(
+        Effect.forEach([0, 1, 2, 3], () => Effect.repeatN(limits.withPermit(host)(run(10)), 9), {
+          concurrency: 4,
+          discard: true
+        })
+      )
+      yield* advance(200)
+      yield* Fiber.join(work)
+      assert.strictEqual(state.done, 40)
+      assert.strictEqual(state.peak, 2)
+      assert.isAtMost(yield* limits.claims, 2, "40 requests, at most two claims (the second for the rest of the line)")
+      assert.strictEqual(yield* limits.held, 2, "kept for the next caller")
+      assert.strictEqual(yield* slotRows(host), 2)
+      yield* advance(75)
+      assert.strictEqual(yield* limits.held, 0, "given back within 1.5 × linger")
+      assert.strictEqual(yield* slotRows(host), 0)
+    }).pipe(Effect.provide(store)))
+
+  it.scoped("an instance saturating a host gives a waiting instance a turn within maxHold + a poll", () =>
+    Effect.gen(function*() {
+      const host = "fair.test"
+      const busy = yield* SharedLimits.concurrency(kept)
+      const waiting = yield* SharedLimits.concurrency(kept)
+      const { run, state } = gauge()
+      yield* Effect.forkScoped(
+        Effect.forEach([0, 1], () => Effect.forever(busy.withPermit(host)(run(10))), {
+          concurrency: 2,
+          discard: true
+        })
+      )
+      yield* advance(100)
+      const arrived = yield* Clock.currentTimeMillis
+      const turn = yield* Effect.fork(waiting.withPermit(host)(Effect.zipLeft(Clock.currentTimeMillis, run(10))))
+      yield* advance(1500)
+      const started = yield* Fiber.poll(turn)
+      assert.isTrue(Option.isSome(started) && Exit.isSuccess(started.value), "the waiting instance never got a slot")
+      const waited = Option.isSome(started) && Exit.isSuccess(started.value) ? started.value.value - arrived : Infinity
+      // The busy instance's slots were claimed at 0 and reused until 1 s; one was then given back and not claimed
+      // again for 75 ms, while the waiting one polls every 25–75 ms.
+      assert.isAtMost(waited, 1000 + 75, `waited ${waited} ms`)
+      assert.strictEqual(state.peak, 2, "never more than perKey in flight over both instances")
+      assert.isAbove(state.done, 200, "the busy instance kept going meanwhile")
+      assert.isAtMost(yield* busy.claims, 10, "and claimed once per slot and turn, not per request")
+    }).pipe(Effect.provide(store)))
+
+  it.scoped("a slot handed to a waiter at the moment it is interrupted goes on to the next; nothing leaks", () =>
+    Effect.gen(function*() {
+      const host = "handover.test"
+      const limits = yield* SharedLimits.concurrency({ ...kept, perKey: 1 })
+      const doomed = yield* Deferred.make<Fiber.RuntimeFiber<void>>()
+      const ran: Array<string> = []
+      // The holder interrupts `doomed` (waiting in line) as it finishes: its slot is handed to `doomed` right after.
+      const holder = yield* Effect.fork(
+        limits.withPermit(host)(
+          Effect.sleep(10).pipe(
+            Effect.zipRight(Deferred.await(doomed)),
+            Effect.flatMap((fiber) => Effect.sync(() => fiber.unsafeInterruptAsFork(FiberId.none)))
+          )
+        )
+      )
+      yield* TestClock.adjust(1)
+      const victim = yield* Effect.fork(limits.withPermit(host)(Effect.sync(() => void ran.push("doomed"))))
+      const next = yield* Effect.fork(limits.withPermit(host)(Effect.sync(() => void ran.push("next"))))
+      yield* Deferred.succeed(doomed, victim)
+      yield* TestClock.adjust(10)
+      yield* Fiber.join(holder)
+      assert.isTrue(Exit.isInterrupted(yield* Fiber.await(victim)))
+      yield* Fiber.join(next)
+      assert.deepStrictEqual(ran, ["next"])
+      assert.strictEqual(yield* limits.claims, 1, "the slot went from the holder to `next` without the store")
+      yield* advance(100)
+      assert.strictEqual(yield* limits.held, 0)
+      assert.strictEqual(yield* slotRows(host), 0)
+    }).pipe(Effect.provide(store)))
+
+  it.scoped("interruptions anywhere (waiting, claiming, holding, lingering) leak no slot and no permit", () =>
+    Effect.gen(function*() {
+      const host = "interrupt.test"
+      const first = yield* SharedLimits.concurrency(kept)
+      const second = yield* SharedLimits.concurrency(kept)
+      const { run, state } = gauge()
+      for (let round = 0; round < 5; round++) {
+        const fibers = yield* Effect.forEach(
+          Array.from({ length: 24 }),
+          (_, i) => Effect.fork((i % 2 === 0 ? first : second).withPermit(host)(run(3)))
+        )
+        yield* Effect.forEach(
+          fibers,
+          (fiber) =>
+            Effect.flatMap(
+              Random.nextIntBetween(0, 40),
+              (millis) => Effect.zipRight(Effect.sleep(millis), Fiber.interrupt(fiber))
+            ),
+          { concurrency: "unbounded", discard: true }
+        ).pipe(Effect.fork, Effect.zipLeft(advance(45, 1)), Effect.flatMap(Fiber.join))
+        assert.isAtMost(state.peak, 2)
+        assert.strictEqual(yield* first.inFlight(host), 0, "no local permit left taken")
+        assert.strictEqual(yield* second.inFlight(host), 0)
+        yield* advance(100)
+        assert.strictEqual(yield* first.held, 0)
+        assert.strictEqual(yield* second.held, 0)
+        assert.strictEqual(yield* slotRows(host), 0)
+      }
+      assert.strictEqual(state.inFlight, 0)
+    }).pipe(Effect.provide(store)))
+
+  it.scoped("rejects a maxHold not shorter than the lease, and an endless linger", () =>
+    Effect.gen(function*() {
+      const maxHold = yield* Effect.flip(SharedLimits.concurrency({ ...kept, lease: "1 second", maxHold: "1 second" }))
+      assert.strictEqual(maxHold._tag === "InvalidLease" && maxHold.field, "maxHold")
+      const linger = yield* Effect.flip(SharedLimits.concurrency({ ...kept, linger: Duration.infinity }))
+      assert.strictEqual(linger._tag === "InvalidLease" && linger.field, "linger")
+    }).pipe(Effect.provide(store)))
+})
+
 for (const backend of backends) {
   describe.skipIf(backend.skip !== null)(`shared limits on ${backend.name}`, () => {
     layer(backend.layer, { excludeTestServices: true, timeout: "60 seconds" })((it) => {
@@ -364,6 +537,56 @@ for (const backend of backends) {
           assert.strictEqual(starts.length, 32)
           const full = assertWindowInvariant(starts)
           assert.isAbove(full, 0, "the instances never filled a window: the test did not contend")
+        }))
+
+      it.scoped("limiters take starts in blocks (one call for a line), and no window holds more than `limit`", () =>
+        Effect.gen(function*() {
+          const host = key("blocks")
+          const starts: Array<number> = []
+          const blocks: Array<number> = []
+          // Three instances, six callers each, two starts per caller: lines form, and their heads ask for them.
+          yield* Effect.forEach([0, 1, 2], () =>
+            Effect.gen(function*() {
+              const limiter = yield* recordingLimiter(starts, blocks)
+              yield* Effect.forEach(Array.from({ length: 6 }), () => Effect.repeatN(limiter.acquire(host), 1), {
+                concurrency: 6
+              })
+            }), { concurrency: 3 })
+          assert.strictEqual(starts.length, 36)
+          assert.strictEqual(blocks.reduce((sum, n) => sum + n, 0), 36)
+          assert.isAbove(Math.max(...blocks), 1, "no block of starts was ever granted")
+          assert.isBelow(blocks.length, 36)
+          assertWindowInvariant(starts)
+        }))
+
+      it.scoped("one call grants at most the room left in the window, and says when more will fit", () =>
+        Effect.gen(function*() {
+          const { rateStore } = yield* SharedLimits.SharedLimits
+          const host = key("block")
+          const ask = (count: number) =>
+            Effect.suspend(() => {
+              const now = Date.now()
+              return Effect.map(
+                rateStore.tryAcquire({ key: host, now, limit: LIMIT, windowMillis: WINDOW, count }),
+                (decision) => ({ now, decision })
+              )
+            })
+          const first = yield* ask(3)
+          const second = yield* ask(4)
+          const third = yield* ask(2)
+          assert.isTrue(first.decision.allowed && first.decision.granted === 3 && first.decision.retryAt === undefined)
+          assert.isTrue(second.decision.allowed && second.decision.granted === 2, "two were left of five")
+          assert.isFalse(third.decision.allowed)
+          if (second.decision.allowed && first.decision.allowed) {
+            // More fit once the first block leaves the window: `retryAt` (caller clock) is within one window.
+            const retryIn = (second.decision.retryAt ?? Infinity) - second.now
+            assert.isAbove(retryIn, 0)
+            assert.isAtMost(retryIn, WINDOW)
+            assertWindowInvariant([
+              ...Array<number>(3).fill(first.decision.at),
+              ...Array<number>(2).fill(second.decision.at)
+            ])
+          }
         }))
 
       it.scoped("the store's check-and-record is atomic under many concurrent callers", () =>
@@ -487,6 +710,80 @@ for (const backend of backends) {
           assert.strictEqual(yield* first.held, 0)
           assert.strictEqual(yield* second.held, 0)
           assert.strictEqual(yield* probe.slotRows(host), 0)
+        }))
+
+      it.scoped("claimMany takes as many free slots as asked for, at most, in one call", () =>
+        Effect.gen(function*() {
+          const host = key("claim-many")
+          const { slots } = yield* SharedLimits.SharedLimits
+          const claim = (token: string, count: number) =>
+            slots.claimMany({ key: host, limit: 5, owner: "me", token, count, ttlMillis: 5000, now: Date.now() })
+          assert.deepStrictEqual(yield* claim("a", 3), ["a:1", "a:2", "a:3"])
+          assert.deepStrictEqual(yield* claim("b", 4), ["b:1", "b:2"])
+          assert.deepStrictEqual(yield* claim("c", 1), [])
+          yield* slots.release({ key: host, token: "a:2" })
+          assert.deepStrictEqual(yield* claim("d", 2), ["d:1"])
+          assert.strictEqual(yield* slots.holders({ key: host, now: Date.now() }), 5)
+          yield* Effect.forEach(["a:1", "a:3", "b:1", "b:2", "d:1"], (token) => slots.release({ key: host, token }))
+          assert.strictEqual(yield* (yield* Probe).slotRows(host), 0)
+        }))
+
+      it.scoped("instances keeping slots never exceed perKey together, and give back every slot", () =>
+        Effect.gen(function*() {
+          const host = key("kept")
+          const probe = yield* Probe
+          // Real time: leases and lingering run on the store's clock here (the virtual-time suite uses SQLite).
+          const options = {
+            perKey: 2,
+            global: 10,
+            lease: "5 seconds",
+            pollInterval: "10 millis",
+            linger: "30 millis",
+            maxHold: "150 millis"
+          } as const
+          const instances = yield* Effect.forEach([0, 1], () => SharedLimits.concurrency(options))
+          let inFlight = 0
+          let peak = 0
+          let completed = 0
+          const body = Effect.acquireUseRelease(
+            Effect.sync(() => {
+              inFlight++
+              peak = Math.max(peak, inFlight)
+            }),
+            () => Effect.zipRight(Effect.sleep("5 millis"), Effect.sync(() => completed++)),
+            () => Effect.sync(() => inFlight--)
+          )
+          yield* Effect.forEach(
+            instances.flatMap((instance) => Array.from({ length: 6 }, () => instance.withPermit(host)(body))),
+            (task) => Effect.repeatN(task, 4),
+            { concurrency: "unbounded", discard: true }
+          )
+          assert.strictEqual(completed, 60)
+          assert.strictEqual(peak, 2)
+          const claims = (yield* instances[0].claims) + (yield* instances[1].claims)
+          assert.isBelow(claims, 60, "every request claimed a slot of its own")
+          // Then interruptions landing anywhere; afterwards, once the lingering is over, nothing is held.
+          const fibers = yield* Effect.forEach(
+            Array.from({ length: 24 }),
+            (_, i) => Effect.fork(instances[i % 2]!.withPermit(host)(body))
+          )
+          yield* Effect.forEach(
+            fibers,
+            (fiber) =>
+              Effect.flatMap(
+                Random.nextIntBetween(0, 25),
+                (millis) => Effect.zipRight(Effect.sleep(millis), Fiber.interrupt(fiber))
+              ),
+            { concurrency: "unbounded" }
+          )
+          assert.strictEqual(peak, 2)
+          assert.strictEqual(inFlight, 0)
+          yield* eventually(
+            Effect.map(Effect.all(instances.map((instance) => instance.held)), (held) => held[0] + held[1] === 0),
+            "every kept slot is given back"
+          )
+          // A slot given back leaves `held` at once and the store one round trip later.
+          yield* eventually(Effect.map(probe.slotRows(host), (n) => n === 0), "the store holds no slot row")
         }))
 
       it.scoped("slots of a holder that stopped heartbeating are reclaimed once their lease expires", () =>

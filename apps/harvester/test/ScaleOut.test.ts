@@ -41,7 +41,8 @@ const routes: Record<string, SimulatedApi.Route> = {
   "/quick/*": { json: { ok: true }, delayMillis: 30 },
   "/stuck/*": { json: { ok: true }, delayMillis: 60_000 },
   "/rated/*": { json: { ok: true } },
-  "/slow/*": { json: { ok: true }, delayMillis: 250 }
+  "/slow/*": { json: { ok: true }, delayMillis: 250 },
+  "/held/*": { json: { ok: true }, delayMillis: 40 }
 }
 
 /** A fresh database, an upstream, and three instances on them (the first one migrates alone, then two more). */
@@ -155,6 +156,25 @@ const rateHoldsAcrossInstances = (creator: number) =>
     assertRate(requests.map((request) => request.at), 5, 500)
   })
 
+/** 90 targets on one host, 4 workers per instance (12 in all) but 5 per host: the upstream never has more than 5 open. */
+const concurrencyHoldsAcrossInstances = (creator: number) =>
+  Effect.gen(function*() {
+    const { servers, sql, upstream } = yield* ClusterTag
+    const urls = Array.from({ length: 90 }, (_, i) => `${upstream.baseUrl}/held/${i}`)
+    const job = yield* createJob(servers[creator]!, urls, { concurrency: 4, perHostConcurrency: 5, rate: "100000/1s" })
+    const owners = yield* watchOwners(sql, job.id)
+    const view = yield* awaitJob(servers[0]!, job.id)
+    yield* owners.stop
+    assert.strictEqual(view.counts.done, 90)
+    const requests = yield* requestsUnder(upstream, "/held/")
+    assert.strictEqual(requests.length, 90)
+    assert.isAtLeast((yield* owners.owners).size, 2, "several instances fetched")
+    // Only these requests are open meanwhile, so `concurrent` (open at arrival) counts the host's requests in flight.
+    const most = Math.max(...requests.map((request) => request.concurrent))
+    assert.isAtMost(most, 5, "per-host concurrency across instances")
+    assert.isAtLeast(most, 4, "the instances never pressed against the bound: the test did not contend")
+  })
+
 describe.skipIf(pgSkip !== null)("ScaleOut: three instances on one PostgreSQL (limits shared in PostgreSQL)", () => {
   layer(Env("postgres"), { excludeTestServices: true, timeout: 60_000 })((it) => {
     it.scoped(
@@ -220,6 +240,21 @@ describe.skipIf(pgSkip !== null)("ScaleOut: three instances on one PostgreSQL (l
     )
 
     it.scoped(
+      "the upstream never has more than the per-host concurrency open, across all instances; slots are given back",
+      () =>
+        Effect.gen(function*() {
+          const { sql } = yield* ClusterTag
+          yield* concurrencyHoldsAcrossInstances(1)
+          const held = sql<{ readonly n: number | string }>`SELECT COUNT(*) AS n FROM limit_host_slots`.pipe(
+            Effect.map((rows) => Number(rows[0]?.n ?? 0)),
+            Effect.orDie
+          )
+          yield* waitFor(held, (n) => n === 0)
+        }),
+      30_000
+    )
+
+    it.scoped(
       "SIGKILL one instance mid-job: the others finish its targets after lease expiry, pages stored once",
       () =>
         Effect.gen(function*() {
@@ -259,6 +294,12 @@ describe.skipIf(redisSkip !== null)("ScaleOut: three instances on one PostgreSQL
     it.scoped(
       "the upstream never sees more than the per-host rate in any window, across all instances",
       () => rateHoldsAcrossInstances(1),
+      30_000
+    )
+
+    it.scoped(
+      "the upstream never has more than the per-host concurrency open, across all instances",
+      () => concurrencyHoldsAcrossInstances(2),
       30_000
     )
   })

@@ -10,8 +10,12 @@
  * check of a ring buffer of start instants: no fiber, no semaphore. Waiters of a key share one timer.
  *
  * The window lives behind a {@link RateLimiterStore} shaped like `@effect/experimental`'s `RateLimiterStore`: a
- * sliding-window log keyed by key, `tryAcquire -> allowed | retryAt`, so a PostgreSQL or Redis store can later make
- * several processes share one limit. The in-memory store is the default.
+ * sliding-window log keyed by key, `tryAcquire -> allowed | retryAt`, so a PostgreSQL or Redis store can make several
+ * processes share one limit. The in-memory store is the default. Unlike `@effect/experimental`'s, a store can grant a
+ * block of starts in one call (`count`): a shared store costs a round trip per decision, so the head of a key's line
+ * asks for as many starts as there are callers in the line and hands the granted ones to the first of them at once.
+ * Each granted start is recorded at the instant of the decision and goes to a caller that goes on at once; a caller
+ * interrupted before it runs wastes its start (it is never handed to a later caller), so the window stays exact.
  *
  * Answers the tutorial's "Rate-Limited API Client": its limiter deadlocks at the 6th request, because it awaits
  * `self.acquire()` recursively inside `async with self.lock`, re-entering a non-reentrant `asyncio.Lock` it holds
@@ -31,8 +35,14 @@ export class InvalidRateLimit extends Data.TaggedError("InvalidRateLimit")<{
   }
 }
 
-/** A store's answer: the start is recorded, or it is refused until `retryAt` (epoch millis) at the earliest. */
-export type Decision = { readonly allowed: true } | { readonly allowed: false; readonly retryAt: number }
+/**
+ * A store's answer: `granted` starts (default 1; at least 1 and at most the `count` asked for) are recorded at `now`,
+ * with, when fewer were granted than asked, the earliest instant `retryAt` another can be; or none is, until `retryAt`
+ * (epoch millis) at the earliest.
+ */
+export type Decision =
+  | { readonly allowed: true; readonly granted?: number; readonly retryAt?: number }
+  | { readonly allowed: false; readonly retryAt: number }
 
 const allowed: Decision = { allowed: true }
 
@@ -45,13 +55,15 @@ const allowed: Decision = { allowed: true }
 export interface RateLimiterStore<E = never> {
   /**
    * Drops the key's starts at or before `now - windowMillis`; then refuses if `now` is before the key's pause or
-   * `limit` starts remain (with the earliest instant a retry can succeed), else records a start at `now`.
+   * `limit` starts remain (with the earliest instant a retry can succeed), else records `min(count, limit - remaining)`
+   * starts at `now` (`count` defaults to 1; a store that ignores it grants one, which is correct, only slower).
    */
   readonly tryAcquire: (request: {
     readonly key: string
     readonly now: number
     readonly limit: number
     readonly windowMillis: number
+    readonly count?: number | undefined
   }) => Effect.Effect<Decision, E>
   /**
    * `tryAcquire` answered on the spot, for a store in this process: the limiter then checks without building an effect
@@ -117,6 +129,11 @@ class StartLog {
 
   oldest() {
     return this.times[this.head]
+  }
+
+  /** Records `n` starts at `instant`. */
+  pushMany(instant: number, n: number) {
+    for (let i = 0; i < n; i++) this.push(instant)
   }
 
   push(instant: number) {
@@ -199,11 +216,30 @@ export const makeMemoryStore = (options: {
       return allowed
     }
 
+    const tryAcquireMany = (key: string, now: number, limit: number, windowMillis: number, count: number): Decision => {
+      const log = logs.get(key) ?? new StartLog()
+      if (now < log.pausedUntil) return { allowed: false, retryAt: log.pausedUntil }
+      log.dropUpTo(now - windowMillis)
+      const free = limit - log.count
+      if (free <= 0) return { allowed: false, retryAt: log.oldest() + windowMillis }
+      const granted = Math.min(count, free)
+      log.pushMany(now, granted)
+      log.startsExpireAt = now + windowMillis
+      written(key, log)
+      return granted === count
+        ? { allowed: true, granted }
+        : { allowed: true, granted, retryAt: log.oldest() + windowMillis }
+    }
+
     return {
       size: Effect.sync(() => logs.size),
       unsafeTryAcquire,
-      tryAcquire: ({ key, limit, now, windowMillis }) =>
-        Effect.sync(() => unsafeTryAcquire(key, now, limit, windowMillis)),
+      tryAcquire: ({ count, key, limit, now, windowMillis }) =>
+        Effect.sync(() =>
+          count === undefined || count <= 1
+            ? unsafeTryAcquire(key, now, limit, windowMillis)
+            : tryAcquireMany(key, now, limit, windowMillis, count)
+        ),
       pauseUntil: ({ key, now, until }) =>
         Effect.sync(() => {
           if (until <= now) return
@@ -214,20 +250,45 @@ export const makeMemoryStore = (options: {
     } satisfies MemoryStore
   })
 
-/** A caller in a key's line; `resume` is set while it waits for its turn. */
-interface Waiter {
-  resume: ((effect: Effect.Effect<void>) => void) | undefined
+/** The most starts the head of a line asks a store for at once. */
+const MAX_BLOCK = 256
+
+/**
+ * A caller in a key's line. `resume` is set while it waits for its turn; `next` holds what it was handed before it
+ * started waiting (go on with a granted start, or lead the line); `granted` once it was handed a start.
+ */
+interface Waiter<E> {
+  resume: ((effect: Effect.Effect<void, E>) => void) | undefined
+  next: Effect.Effect<void, E> | undefined
+  granted: boolean
+}
+
+/** A key's line: its waiters in arrival order (the first is the head), and when the head may ask the store again. */
+interface Line<E> {
+  readonly waiters: Set<Waiter<E>>
+  retryAt: number | undefined
 }
 
 const first = <A>(set: Set<A>): A | undefined => set.values().next().value
+
+const handTo = <E>(waiter: Waiter<E>, effect: Effect.Effect<void, E>) => {
+  const resume = waiter.resume
+  if (resume === undefined) {
+    waiter.next = effect
+  } else {
+    waiter.resume = undefined
+    resume(effect)
+  }
+}
 
 /**
  * A limiter allowing `limit` starts per key in any interval of length `per`. The scope holds the default store's
  * sweeper.
  *
- * Callers of a key that cannot start at once form a line. Only its head waits for the store's `retryAt` (one timer per
- * key); once admitted it hands the head to the next in line, which asks the store itself, at the instant its own fiber
- * runs: the start the store records is the instant the caller really goes on, never earlier.
+ * Callers of a key that cannot start at once form a line (with a store that cannot answer on the spot, every caller
+ * joins it). Only its head asks the store, for as many starts as the line holds (at most 256), and waits for the
+ * store's `retryAt` while refused (one timer per key). The granted starts go to the head and the callers right behind
+ * it, which go on at once; the next caller becomes the head and asks in turn.
  */
 export const make = <E = never>(options: Options<E>): Effect.Effect<RateLimiter<E>, InvalidRateLimit, Scope.Scope> =>
   Effect.gen(function*() {
@@ -240,55 +301,76 @@ export const make = <E = never>(options: Options<E>): Effect.Effect<RateLimiter<
     const store: RateLimiterStore<E> = options.store ??
       (yield* makeMemoryStore({ idleTimeToLive: options.idleTimeToLive ?? per }))
     const clock = yield* Effect.clock
-    const lines = new Map<string, Set<Waiter>>()
+    const lines = new Map<string, Line<E>>()
 
-    const leave = (key: string, line: Set<Waiter>, waiter: Waiter) => {
-      const wasHead = first(line) === waiter
-      line.delete(waiter)
+    const leave = (key: string, line: Line<E>, waiter: Waiter<E>) => {
+      if (waiter.granted) return
+      const wasHead = first(line.waiters) === waiter
+      line.waiters.delete(waiter)
       if (!wasHead) return
-      const next = first(line)
+      const next = first(line.waiters)
       if (next === undefined) {
         if (lines.get(key) === line) lines.delete(key)
       } else {
-        next.resume?.(Effect.void)
+        const retryAt = line.retryAt
+        line.retryAt = undefined
+        handTo(next, lead(key, line, retryAt))
       }
     }
 
-    /** The head of a key's line: asks the store, sleeping until `retryAt` while refused. */
-    const lead = (key: string, retryAt: number | undefined): Effect.Effect<void, E> =>
+    /** The head of a key's line: asks the store for the line, sleeping until `retryAt` while refused. */
+    const lead = (key: string, line: Line<E>, retryAt: number | undefined): Effect.Effect<void, E> =>
       Effect.suspend(() => {
         const now = clock.unsafeCurrentTimeMillis()
         if (retryAt !== undefined && retryAt > now) {
-          return Effect.zipRight(clock.sleep(Duration.millis(retryAt - now)), lead(key, undefined))
+          return Effect.zipRight(clock.sleep(Duration.millis(retryAt - now)), lead(key, line, undefined))
         }
-        return Effect.flatMap(
-          store.tryAcquire({ key, now, limit, windowMillis }),
-          (decision) => decision.allowed ? Effect.void : lead(key, Math.max(decision.retryAt, now + 1))
-        )
+        const count = Math.min(line.waiters.size, MAX_BLOCK)
+        return Effect.flatMap(store.tryAcquire({ key, now, limit, windowMillis, count }), (decision) => {
+          if (!decision.allowed) {
+            // Kept for the next head too, should this one be interrupted while it waits.
+            line.retryAt = Math.max(decision.retryAt, now + 1)
+            return lead(key, line, line.retryAt)
+          }
+          const granted = Math.max(1, Math.min(count, decision.granted ?? 1))
+          line.retryAt = granted < count ? decision.retryAt ?? now : undefined
+          // The head (first in the line) keeps one start; the callers right behind it get the others.
+          let handed = 0
+          for (const waiter of line.waiters) {
+            if (handed === granted) break
+            if (handed++ === 0) continue
+            line.waiters.delete(waiter)
+            waiter.granted = true
+            handTo(waiter, Effect.void)
+          }
+          return Effect.void
+        })
       })
 
     // Whatever way the caller leaves the line (admitted, failed, interrupted, even while being handed the head), the
-    // next in line becomes the head.
+    // next in line becomes the head; a caller handed a start has left the line already (interrupted, it wastes it).
     const queue = (key: string, retryAt: number | undefined): Effect.Effect<void, E> =>
       Effect.uninterruptibleMask((restore) =>
         Effect.suspend(() => {
           let line = lines.get(key)
           if (line === undefined) {
-            line = new Set()
+            line = { waiters: new Set(), retryAt: undefined }
             lines.set(key, line)
           }
           const joined = line
-          const waiter: Waiter = { resume: undefined }
-          joined.add(waiter)
-          const turn = first(joined) === waiter
-            ? lead(key, retryAt)
-            : Effect.zipRight(
-              Effect.async<void>((resume) => {
-                if (first(joined) === waiter) resume(Effect.void)
-                else waiter.resume = resume
-              }),
-              lead(key, undefined)
-            )
+          const waiter: Waiter<E> = { resume: undefined, next: undefined, granted: false }
+          joined.waiters.add(waiter)
+          const turn = first(joined.waiters) === waiter
+            ? lead(key, joined, retryAt)
+            : Effect.async<void, E>((resume) => {
+              const next = waiter.next
+              if (next === undefined) {
+                waiter.resume = resume
+              } else {
+                waiter.next = undefined
+                resume(next)
+              }
+            })
           return Effect.ensuring(restore(turn), Effect.sync(() => leave(key, joined, waiter)))
         })
       )
@@ -296,15 +378,7 @@ export const make = <E = never>(options: Options<E>): Effect.Effect<RateLimiter<
     const decide = store.unsafeTryAcquire
     // Not an `Effect.fn`: a span per acquire would cost more than the acquire.
     const acquire = decide === undefined
-      ? (key: string): Effect.Effect<void, E> =>
-        Effect.suspend(() =>
-          lines.has(key)
-            ? queue(key, undefined)
-            : Effect.flatMap(
-              store.tryAcquire({ key, now: clock.unsafeCurrentTimeMillis(), limit, windowMillis }),
-              (decision) => decision.allowed ? Effect.void : queue(key, decision.retryAt)
-            )
-        )
+      ? (key: string): Effect.Effect<void, E> => queue(key, undefined)
       : (key: string): Effect.Effect<void, E> =>
         Effect.suspend(() => {
           if (lines.has(key)) return queue(key, undefined)

@@ -272,4 +272,106 @@ describe("RateLimiter", () => {
       const exit = yield* Effect.exit(limiter.pauseUntil("k", Number.NaN))
       assert.isTrue(Exit.isFailure(exit) && !Exit.isInterrupted(exit))
     }))
+
+  /** The memory store without its on-the-spot answer (like a shared store): every call and its block is logged. */
+  const remoteLike = Effect.gen(function*() {
+    const memory = yield* RateLimiter.makeMemoryStore({ idleTimeToLive: "1 second" })
+    const calls: Array<{ readonly asked: number; readonly granted: number; readonly at: number }> = []
+    const store: RateLimiter.RateLimiterStore = {
+      tryAcquire: (request) =>
+        Effect.tap(memory.tryAcquire(request), (decision) => {
+          calls.push({
+            asked: request.count ?? 1,
+            granted: decision.allowed ? decision.granted ?? 1 : 0,
+            at: request.now
+          })
+        }),
+      pauseUntil: memory.pauseUntil
+    }
+    return { store, calls }
+  })
+
+  it.scoped("the head asks a store for a block of starts for its whole line, in order, never over the window", () =>
+    Effect.gen(function*() {
+      const { calls, store } = yield* remoteLike
+      const limiter = yield* RateLimiter.make({ limit: 5, per: "1 second", store })
+      const { starts } = yield* forkStarts(limiter, "k", range(0, 20))
+      yield* TestClock.adjust(Duration.seconds(4))
+      assert.deepStrictEqual(starts.map((start) => start.id), range(0, 20), "in arrival order")
+      assert.deepStrictEqual(starts.map((start) => start.at), [0, 1000, 2000, 3000].flatMap((at) => Array(5).fill(at)))
+      assert.strictEqual(busiestWindow(starts, 1000), 5)
+      // Five lone callers, the sixth refused (the other 14 queue behind it), then one call per window for the line.
+      assert.deepStrictEqual(calls.map((call) => [call.asked, call.granted]), [
+        [1, 1],
+        [1, 1],
+        [1, 1],
+        [1, 1],
+        [1, 1],
+        [1, 0],
+        [15, 5],
+        [10, 5],
+        [5, 5]
+      ])
+      const recorded = calls.flatMap((call) => Array<number>(call.granted).fill(call.at))
+      assert.deepStrictEqual(recorded, starts.map((start) => start.at), "each start was recorded when it went on")
+      assert.strictEqual(yield* limiter.waitingKeys, 0)
+    }))
+
+  it.scoped("a block is capped at 256 starts per call", () =>
+    Effect.gen(function*() {
+      const { calls, store } = yield* remoteLike
+      const limiter = yield* RateLimiter.make({ limit: 1000, per: "1 second", store })
+      yield* limiter.pauseUntil("k", 1000)
+      const fibers = yield* Effect.forEach(range(0, 600), () => Effect.fork(limiter.acquire("k")))
+      yield* TestClock.adjust(Duration.seconds(1))
+      yield* Fiber.joinAll(fibers)
+      assert.deepStrictEqual(calls.filter((call) => call.granted > 0).map((call) => call.asked), [256, 256, 88])
+    }))
+
+  it.scoped("a caller interrupted after it was handed a start wastes it: no later caller gets it", () =>
+    Effect.gen(function*() {
+      const { calls, store } = yield* remoteLike
+      const limiter = yield* RateLimiter.make({ limit: 2, per: "1 second", store })
+      yield* limiter.acquire("k")
+      yield* limiter.acquire("k")
+      const handedOver = yield* Deferred.make<Fiber.RuntimeFiber<void>>()
+      // At 1 s the head is granted a block of two, for itself and `doomed`, then interrupts `doomed` before it runs.
+      const head = yield* Effect.fork(
+        limiter.acquire("k").pipe(
+          Effect.zipRight(Deferred.await(handedOver)),
+          Effect.flatMap((doomed) => Effect.sync(() => doomed.unsafeInterruptAsFork(FiberId.none)))
+        )
+      )
+      yield* Effect.yieldNow()
+      const doomed = yield* Effect.fork(limiter.acquire("k"))
+      yield* Effect.yieldNow()
+      yield* Deferred.succeed(handedOver, doomed)
+      yield* TestClock.adjust(Duration.seconds(1))
+      yield* Fiber.join(head)
+      assert.isTrue(Exit.isInterrupted(yield* Fiber.await(doomed)))
+      assert.deepStrictEqual(calls.map((call) => [call.asked, call.granted, call.at]).slice(-1), [[2, 2, 1000]])
+      const { starts } = yield* forkStarts(limiter, "k", [3])
+      yield* TestClock.adjust(Duration.millis(999))
+      assert.deepStrictEqual(starts, [], "the wasted start still counts in the window")
+      yield* TestClock.adjust(Duration.millis(1))
+      assert.deepStrictEqual(starts, [{ id: 3, at: 2000 }])
+      assert.strictEqual(yield* limiter.waitingKeys, 0)
+    }))
+
+  it.scoped("a store that ignores `count` grants one start per call, and the line is still served in order", () =>
+    Effect.gen(function*() {
+      const memory = yield* RateLimiter.makeMemoryStore({ idleTimeToLive: "1 second" })
+      let calls = 0
+      const store: RateLimiter.RateLimiterStore = {
+        tryAcquire: ({ key, limit, now, windowMillis }) =>
+          Effect.sync(() => calls++).pipe(Effect.zipRight(memory.tryAcquire({ key, limit, now, windowMillis }))),
+        pauseUntil: memory.pauseUntil
+      }
+      const limiter = yield* RateLimiter.make({ limit: 3, per: "1 second", store })
+      const { starts } = yield* forkStarts(limiter, "k", range(0, 7))
+      yield* TestClock.adjust(Duration.seconds(3))
+      assert.deepStrictEqual(starts.map((start) => start.id), range(0, 7))
+      assert.deepStrictEqual(starts.map((start) => start.at), [0, 0, 0, 1000, 1000, 1000, 2000])
+      assert.isAtLeast(calls, 7)
+    }))
 })

@@ -25,21 +25,34 @@ export class LimitStoreError extends Data.TaggedError("LimitStoreError")<{
   }
 }
 
-/** A rate store's decision, with the recorded start's instant in the store's clock when it is allowed. */
+/**
+ * A rate store's decision, with the instant (store clock) at which the `granted` starts (default 1) were recorded
+ * when it is allowed, and `retryAt` (caller clock) when fewer were granted than asked for.
+ */
 export type SharedDecision =
-  | { readonly allowed: true; readonly at: number }
+  | { readonly allowed: true; readonly at: number; readonly granted?: number; readonly retryAt?: number }
   | { readonly allowed: false; readonly retryAt: number }
 
 /** A {@link RateLimiterStore} whose admitted starts say when (store clock) they were recorded. */
 export interface SharedRateLimiterStore<E = LimitStoreError> extends RateLimiterStore<E> {
   readonly backend: Backend
+  /** Up to `count` (default 1) starts in one round trip: see `RateLimiterStore.tryAcquire`. */
   readonly tryAcquire: (request: {
     readonly key: string
     readonly now: number
     readonly limit: number
     readonly windowMillis: number
+    readonly count?: number | undefined
   }) => Effect.Effect<SharedDecision, E>
 }
+
+/** The decision for a block of `count` starts of which `granted` (≥ 1) were recorded at `at`. */
+export const grantedDecision = (
+  at: number,
+  count: number,
+  granted: number,
+  retryAt: number
+): SharedDecision => granted < count ? { allowed: true, at, granted, retryAt } : { allowed: true, at, granted }
 
 /**
  * Leased slots per key, shared by every instance: slot numbers `0 .. limit - 1` of a key are held by at most one
@@ -56,6 +69,19 @@ export interface SlotStore {
     readonly ttlMillis: number
     readonly now: number
   }) => Effect.Effect<boolean, LimitStoreError>
+  /**
+   * Takes up to `count` free (or expired) slots of `key` in one round trip, with a lease of `ttlMillis` each, for the
+   * tokens `${token}:1`, `${token}:2`, ...; returns the tokens it took (none when every slot is live).
+   */
+  readonly claimMany: (request: {
+    readonly key: string
+    readonly limit: number
+    readonly owner: string
+    readonly token: string
+    readonly count: number
+    readonly ttlMillis: number
+    readonly now: number
+  }) => Effect.Effect<ReadonlyArray<string>, LimitStoreError>
   /** Frees the slot `token` holds (nothing if it has already expired and been taken over). */
   readonly release: (request: { readonly key: string; readonly token: string }) => Effect.Effect<void, LimitStoreError>
   /** Extends the leases `owner` still holds by `ttlMillis` from now; returns how many were extended. */

@@ -4,8 +4,9 @@
  *
  * What it adds beyond `@effect/sql`: the per-key atomic check-and-record of the sliding-window log
  * (`limit_rate_starts`: drop the key's starts at or before `now - window`, refuse while paused or while `limit`
- * starts remain, else insert a start at `now`). The steps are the same on both databases; how they are made atomic
- * differs (`onDialectOrElse`):
+ * starts remain, else insert up to `count` starts at `now`, one row each). A block of starts costs one round trip:
+ * the limiter's head asks for its whole line, so a busy host costs a round trip per block, not per start. The steps
+ * are the same on both databases; how they are made atomic differs (`onDialectOrElse`):
  * - PostgreSQL: one call of the `limit_rate_try_acquire` function (see schema.ts), which first takes
  *   `pg_advisory_xact_lock(hashtext(key))`, so two instances deciding for one key run one after the other (different
  *   keys never wait for each other, barring a hash collision, which only serialises them), then reads "now" from
@@ -25,7 +26,7 @@ import { SqlClient } from "@effect/sql"
 import type { Scope } from "effect"
 import { Duration, Effect, Schema } from "effect"
 import type { SharedDecision, SharedRateLimiterStore } from "./LimitStore.js"
-import { LimitStoreError } from "./LimitStore.js"
+import { grantedDecision, LimitStoreError } from "./LimitStore.js"
 import { DbInt, storeNow } from "./schema.js"
 
 const DecisionRow = Schema.Struct({
@@ -35,7 +36,7 @@ const DecisionRow = Schema.Struct({
   oldest: Schema.NullOr(DbInt)
 })
 const decodeDecisionRow = Schema.decodeUnknown(DecisionRow)
-const decodeFunctionRow = Schema.decodeUnknown(Schema.Struct({ now_ms: DbInt, retry_at: DbInt }))
+const decodeFunctionRow = Schema.decodeUnknown(Schema.Struct({ now_ms: DbInt, granted: DbInt, retry_at: DbInt }))
 
 export interface Options {
   /** How often expired rows of idle keys and past pauses are deleted (default 1 minute). */
@@ -51,20 +52,22 @@ export const make = (
     const backend = sql.onDialectOrElse({ pg: () => "postgres" as const, orElse: () => "sqlite" as const })
     const fail = (operation: string) => (cause: unknown) => new LimitStoreError({ backend, operation, cause })
 
-    const pgTryAcquire: SharedRateLimiterStore["tryAcquire"] = ({ key, limit, now, windowMillis }) => {
+    const pgTryAcquire: SharedRateLimiterStore["tryAcquire"] = ({ count = 1, key, limit, now, windowMillis }) => {
       const window = Math.ceil(windowMillis)
-      return sql`SELECT now_ms, retry_at FROM limit_rate_try_acquire(${key}, ${limit}, ${window})`.pipe(
-        Effect.flatMap((rows) => decodeFunctionRow(rows[0])),
-        Effect.map((row): SharedDecision =>
-          row.retry_at === 0
-            ? { allowed: true, at: row.now_ms }
-            : { allowed: false, retryAt: now + (row.retry_at - row.now_ms) }
-        ),
-        Effect.mapError(fail("tryAcquire"))
-      )
+      return sql`SELECT now_ms, granted, retry_at FROM limit_rate_try_acquire(${key}, ${limit}, ${window}, ${count})`
+        .pipe(
+          Effect.flatMap((rows) => decodeFunctionRow(rows[0])),
+          Effect.map((row): SharedDecision => {
+            const retryAt = now + (row.retry_at - row.now_ms)
+            return row.granted > 0
+              ? grantedDecision(row.now_ms, count, row.granted, retryAt)
+              : { allowed: false, retryAt }
+          }),
+          Effect.mapError(fail("tryAcquire"))
+        )
     }
 
-    const sqliteTryAcquire: SharedRateLimiterStore["tryAcquire"] = ({ key, limit, now, windowMillis }) => {
+    const sqliteTryAcquire: SharedRateLimiterStore["tryAcquire"] = ({ count = 1, key, limit, now, windowMillis }) => {
       const window = Math.ceil(windowMillis)
       return sql.withTransaction(Effect.gen(function*() {
         const rows = yield* sql`WITH clock AS (SELECT ${storeNow(sql, now)} AS now)
@@ -80,8 +83,11 @@ export const make = (
         if (row.live >= limit && row.oldest !== null) retryAt = Math.max(retryAt, row.oldest + window)
         yield* sql`DELETE FROM limit_rate_starts WHERE key = ${key} AND at <= ${dbNow - window}`
         if (retryAt > 0) return { allowed: false, retryAt: now + (retryAt - dbNow) } satisfies SharedDecision
-        yield* sql`INSERT INTO limit_rate_starts ${sql.insert({ key, at: dbNow, expires_at: dbNow + window })}`
-        return { allowed: true, at: dbNow } satisfies SharedDecision
+        const granted = Math.min(Math.max(1, count), limit - row.live)
+        yield* sql`INSERT INTO limit_rate_starts ${
+          sql.insert(Array.from({ length: granted }, () => ({ key, at: dbNow, expires_at: dbNow + window })))
+        }`
+        return grantedDecision(dbNow, count, granted, now + ((row.oldest ?? dbNow) + window - dbNow))
       })).pipe(Effect.mapError(fail("tryAcquire")))
     }
 

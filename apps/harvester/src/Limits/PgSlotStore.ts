@@ -9,6 +9,8 @@
  * the second wait for the first's commit and then re-checks the condition on the committed row, so it takes nothing
  * and its caller tries again. No lock. Leases expire by the database clock (`clock_timestamp()`); one heartbeat
  * statement per instance extends the leases it holds; a sweep deletes expired rows of hosts nobody claims any more.
+ * `claimMany` takes several slots of a host in that one statement (free numbers found by one anti-join against the
+ * host's live rows, random order, one token each), for an instance with several callers waiting for the host.
  * Writes commit asynchronously on PostgreSQL (see `asyncCommit`).
  */
 import { SqlClient } from "@effect/sql"
@@ -23,6 +25,7 @@ const HEARTBEAT_CHUNK = 500
 
 const CountRow = Schema.Struct({ n: DbInt })
 const decodeCount = Schema.decodeUnknown(CountRow)
+const decodeTokens = Schema.decodeUnknown(Schema.Array(Schema.Struct({ token: Schema.String })))
 
 export interface Options {
   /** How often expired slot rows are deleted (default 1 minute). */
@@ -54,6 +57,37 @@ export const make = (options: Options = {}): Effect.Effect<SlotStore, never, Sql
         RETURNING slot_no`.pipe(
         Effect.map((rows) => rows.length > 0),
         Effect.mapError(fail("claim"))
+      )
+    }
+
+    // The free slot numbers are found with one anti-join against the key's live rows (not one probe per number), taken
+    // in random order so that instances claiming at once rarely collide, and numbered to name their tokens.
+    const slotNumbers = (limit: number) =>
+      sql.onDialectOrElse({
+        pg: () => sql`SELECT generate_series(0, ${limit - 1}) AS n`,
+        orElse: () => sql`SELECT 0 AS n UNION ALL SELECT n + 1 FROM slots WHERE n + 1 < ${limit}`
+      })
+    const claimMany: SlotStore["claimMany"] = ({ count, key, limit, now, owner, token, ttlMillis }) => {
+      const ttl = Math.ceil(ttlMillis)
+      return sql`WITH RECURSIVE slots (n) AS (${slotNumbers(limit)}),
+          clock AS (SELECT ${storeNow(sql, now)} AS now),
+          free AS (
+            SELECT slots.n AS n, ROW_NUMBER() OVER (ORDER BY random()) AS i FROM slots
+            WHERE slots.n NOT IN (
+              SELECT held.slot_no FROM limit_host_slots AS held, clock
+              WHERE held.host = ${key} AND held.expires_at > clock.now
+            )
+          )
+        INSERT INTO limit_host_slots (host, slot_no, owner, token, expires_at)
+        SELECT ${key}, free.n, ${owner}, ${token} || ':' || CAST(free.i AS TEXT), clock.now + ${ttl} FROM free, clock
+        WHERE free.i <= ${count} AND ${asyncWrite}
+        ON CONFLICT (host, slot_no) DO UPDATE
+          SET owner = excluded.owner, token = excluded.token, expires_at = excluded.expires_at
+          WHERE limit_host_slots.expires_at <= excluded.expires_at - ${ttl}
+        RETURNING token`.pipe(
+        Effect.flatMap(decodeTokens),
+        Effect.map((rows) => rows.map((row) => row.token)),
+        Effect.mapError(fail("claimMany"))
       )
     }
 
@@ -95,5 +129,5 @@ export const make = (options: Options = {}): Effect.Effect<SlotStore, never, Sql
       Effect.forkScoped
     )
 
-    return { backend, claim, release, heartbeat, holders } satisfies SlotStore
+    return { backend, claim, claimMany, release, heartbeat, holders } satisfies SlotStore
   })

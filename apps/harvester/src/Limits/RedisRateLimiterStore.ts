@@ -7,8 +7,9 @@
  * `window` (a burst at the end of one window plus one at the start of the next, or a full bucket plus its refill).
  * Our limiter promises that no interval of length `per` holds more than `limit` starts, which needs the log of start
  * instants: here a sorted set per key, scored by start instant, checked and appended by one Lua script (atomic in
- * Redis): `ZREMRANGEBYSCORE` drops starts at or before `now - window`, `ZCARD` counts the rest, `ZADD` records the
- * start and `PEXPIRE` lets an idle key vanish after one window. A pause is a plain key with a `PX` expiry, raised
+ * Redis): `ZREMRANGEBYSCORE` drops starts at or before `now - window`, `ZCARD` counts the rest, `ZADD` records up to
+ * `count` starts (a block for the limiter's whole line, in one round trip) and `PEXPIRE` lets an idle key vanish after
+ * one window. A pause is a plain key with a `PX` expiry, raised
  * (never lowered) by a second script. "Now" is the Redis server's `TIME`, one clock for every instance; a `retryAt`
  * is translated into the caller's clock as `callerNow + (redisRetryAt - redisNow)`, a pause is sent as a delay.
  * Keys use a hash tag (`{key}`) so both keys of a host live in one cluster slot.
@@ -16,30 +17,40 @@
 import { Effect, Schema } from "effect"
 import { randomUUID } from "node:crypto"
 import type { SharedRateLimiterStore } from "./LimitStore.js"
-import { LimitStoreError } from "./LimitStore.js"
+import { grantedDecision, LimitStoreError } from "./LimitStore.js"
 import { RedisClient, script } from "./RedisClient.js"
 
 const NOW = `local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function int(x) return string.format("%.0f", x) end`
 
-/** KEYS: starts, pause. ARGV: limit, window, member. Returns {1, now} or {0, now, retryAt}. */
+/**
+ * KEYS: starts, pause. ARGV: limit, window, member prefix, count. Returns {1, now, granted, retryAt (0 when all were
+ * granted)} or {0, now, retryAt}.
+ */
 const TRY_ACQUIRE = `${NOW}
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
+local count = tonumber(ARGV[4]) or 1
 redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", int(now - window))
 local retryAt = 0
 local paused = tonumber(redis.call("GET", KEYS[2]) or "0")
 if paused > now then retryAt = paused end
-if redis.call("ZCARD", KEYS[1]) >= limit then
+local live = redis.call("ZCARD", KEYS[1])
+local function oldestFree()
   local oldest = redis.call("ZRANGE", KEYS[1], 0, 0, "WITHSCORES")
-  local free = tonumber(oldest[2]) + window
+  return tonumber(oldest[2]) + window
+end
+if live >= limit then
+  local free = oldestFree()
   if free > retryAt then retryAt = free end
 end
 if retryAt > 0 then return { 0, now, retryAt } end
-redis.call("ZADD", KEYS[1], int(now), ARGV[3])
+local granted = math.min(math.max(count, 1), limit - live)
+for i = 1, granted do redis.call("ZADD", KEYS[1], int(now), ARGV[3] .. ":" .. i) end
 if redis.call("PTTL", KEYS[1]) < window then redis.call("PEXPIRE", KEYS[1], int(window)) end
-return { 1, now }`
+if granted < count then retryAt = oldestFree() end
+return { 1, now, granted, retryAt }`
 
 /** KEYS: pause. ARGV: delay. */
 const PAUSE = `${NOW}
@@ -49,7 +60,7 @@ if untilMs > current then redis.call("SET", KEYS[1], int(untilMs), "PX", int(unt
 return 1`
 
 const Reply = Schema.Union(
-  Schema.Tuple(Schema.Literal(1), Schema.Number),
+  Schema.Tuple(Schema.Literal(1), Schema.Number, Schema.Number, Schema.Number),
   Schema.Tuple(Schema.Literal(0), Schema.Number, Schema.Number)
 )
 const decodeReply = Schema.decodeUnknown(Reply)
@@ -64,10 +75,13 @@ export const make: Effect.Effect<SharedRateLimiterStore, never, RedisClient> = E
   const startsKey = (key: string) => `${prefix}rate:{${key}}:starts`
   const pauseKey = (key: string) => `${prefix}rate:{${key}}:pause`
 
-  const tryAcquire: SharedRateLimiterStore["tryAcquire"] = ({ key, limit, now, windowMillis }) =>
-    // The member is drawn when the effect runs: one that is run twice (a retry) records two starts, never one.
+  const tryAcquire: SharedRateLimiterStore["tryAcquire"] = ({ count = 1, key, limit, now, windowMillis }) =>
+    // The members are drawn when the effect runs: one that is run twice (a retry) records its starts twice, never once.
     Effect.suspend(() =>
-      runTryAcquire([startsKey(key), pauseKey(key)], [limit, Math.ceil(windowMillis), `${instance}:${sequence++}`])
+      runTryAcquire(
+        [startsKey(key), pauseKey(key)],
+        [limit, Math.ceil(windowMillis), `${instance}:${sequence++}`, count]
+      )
     ).pipe(
       Effect.flatMap((reply) =>
         decodeReply(reply).pipe(
@@ -76,7 +90,7 @@ export const make: Effect.Effect<SharedRateLimiterStore, never, RedisClient> = E
       ),
       Effect.map((reply) =>
         reply[0] === 1
-          ? { allowed: true, at: reply[1] } as const
+          ? grantedDecision(reply[1], count, reply[2], now + (reply[3] - reply[1]))
           : { allowed: false, retryAt: now + (reply[2] - reply[1]) } as const
       )
     )

@@ -3,9 +3,9 @@
  * is set.
  *
  * A host's holders are a sorted set of tokens scored by lease expiry (Redis `TIME` + ttl). A claim is one Lua script:
- * drop expired holders, refuse when `limit` remain, else add the token. A heartbeat re-scores a token only if it is
- * still there (`ZADD XX`), so a lease that expired and was dropped is never resurrected. The key itself expires
- * when its last lease would, so hosts nobody uses cost nothing.
+ * drop expired holders, refuse when `limit` remain, else add the token (`claimMany`: up to `count` tokens at once). A
+ * heartbeat re-scores a token only if it is still there (`ZADD XX`), so a lease that expired and was dropped is never
+ * resurrected. The key itself expires when its last lease would, so hosts nobody uses cost nothing.
  */
 import { Effect, Schema } from "effect"
 import type { SlotStore } from "./LimitStore.js"
@@ -26,6 +26,16 @@ redis.call("ZADD", KEYS[1], int(now + ttl), ARGV[3])
 keepFor(ttl)
 return 1`
 
+/** KEYS: holders. ARGV: limit, ttl, token prefix, count. Returns how many were claimed (tokens prefix:1..n). */
+const CLAIM_MANY = `${NOW}
+local ttl = tonumber(ARGV[2])
+redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", int(now))
+local n = math.min(tonumber(ARGV[4]), tonumber(ARGV[1]) - redis.call("ZCARD", KEYS[1]))
+if n <= 0 then return 0 end
+for i = 1, n do redis.call("ZADD", KEYS[1], int(now + ttl), ARGV[3] .. ":" .. i) end
+keepFor(ttl)
+return n`
+
 /** KEYS: holders. ARGV: ttl, token. Returns 1 when the lease was still there and is extended. */
 const HEARTBEAT = `${NOW}
 local ttl = tonumber(ARGV[1])
@@ -44,6 +54,7 @@ const decodeCount = Schema.decodeUnknown(Schema.Number)
 export const make: Effect.Effect<SlotStore, never, RedisClient> = Effect.gen(function*() {
   const { prefix, redis } = yield* RedisClient
   const runClaim = script(redis, "claim", CLAIM)
+  const runClaimMany = script(redis, "claimMany", CLAIM_MANY)
   const runHeartbeat = script(redis, "heartbeat", HEARTBEAT)
   const runHolders = script(redis, "holders", HOLDERS)
   const holdersKey = (key: string) => `${prefix}slots:{${key}}`
@@ -54,6 +65,12 @@ export const make: Effect.Effect<SlotStore, never, RedisClient> = Effect.gen(fun
     runClaim([holdersKey(key)], [limit, Math.ceil(ttlMillis), token]).pipe(
       Effect.flatMap(count("claim")),
       Effect.map((claimed) => claimed === 1)
+    )
+
+  const claimMany: SlotStore["claimMany"] = ({ count: wanted, key, limit, token, ttlMillis }) =>
+    runClaimMany([holdersKey(key)], [limit, Math.ceil(ttlMillis), token, wanted]).pipe(
+      Effect.flatMap(count("claimMany")),
+      Effect.map((claimed) => Array.from({ length: claimed }, (_, i) => `${token}:${i + 1}`))
     )
 
   const release: SlotStore["release"] = ({ key, token }) =>
@@ -73,5 +90,5 @@ export const make: Effect.Effect<SlotStore, never, RedisClient> = Effect.gen(fun
 
   const holders: SlotStore["holders"] = ({ key }) => Effect.flatMap(runHolders([holdersKey(key)], []), count("holders"))
 
-  return { backend: "redis", claim, release, heartbeat, holders } satisfies SlotStore
+  return { backend: "redis", claim, claimMany, release, heartbeat, holders } satisfies SlotStore
 })

@@ -3,29 +3,45 @@
  * {@link SlotStore} (PostgreSQL, SQLite or Redis), with the same `withPermit(key)(effect)` shape as the core
  * `KeyedConcurrency`, so it plugs into the fetcher's `concurrency` hook.
  *
- * What it adds beyond `KeyedConcurrency` (which it still uses in front, so an instance never asks the store for more
- * than `perKey` slots of a host at once, and `global` stays a per-instance bound): a leased slot in the store per
- * effect in flight. A slot is leased for `lease` by the store's clock; one heartbeat fiber per instance extends all of
- * its leases every `lease / 3`; a crashed (or partitioned) instance's slots free themselves when their lease runs
- * out, so the bound is exact while instances live and self-healing when they die. A waiter whose host is full
- * everywhere polls the store every `pollInterval` (jittered) — cross-instance waiters are not served in order.
- * Interruption is safe at every point: an interrupted waiter holds no slot (each claim runs uninterruptibly and
- * only the waits between claims can be interrupted), an interrupted holder releases its slot, and closing the scope
- * releases every slot this instance still holds. A store that fails is retried under `outagePolicy` (waiting, never
- * exceeding the limit), then a defect.
+ * What it adds beyond `KeyedConcurrency` (which it still uses in front, so at most `perKey` callers of a host wait or
+ * run in one limiter, and `global` stays a per-instance bound): a leased slot in the store per effect in flight. A slot
+ * is leased for `lease` by the store's clock; one heartbeat fiber per instance extends all of its leases every
+ * `lease / 3`; a crashed (or partitioned) instance's slots free themselves when their lease runs out, so the bound is
+ * exact while instances live and self-healing when they die.
+ *
+ * Round trips: a store round trip per request (claim, then release) would cap a host's throughput at what the store
+ * answers, so an instance keeps the slots it leased while it has use for them:
+ * - the callers of a key waiting in this instance form a line; the first claims, in one round trip, as many slots as
+ *   the line needs (`claimMany`), and hands them out in order; only one claim per key is in flight per limiter;
+ * - a slot an effect is done with goes straight to the next caller in line, without asking the store;
+ * - with no caller in line it is kept idle for `linger` (default 0: given back at once) for this instance's next
+ *   caller of the host, then given back;
+ * - a slot is reused for at most `maxHold` (default 1 s, and less than the lease) after it was claimed; then it is
+ *   given back and, for one poll period (`1.5 × pollInterval`, the longest a waiting instance sleeps between polls),
+ *   this instance claims one slot fewer of that host, so that an instance waiting for the host finds it free.
+ * Fairness: an instance with steady demand for a saturated host keeps each slot at most `maxHold`; an instance
+ * waiting for it gets a slot within about `maxHold + pollInterval`, though not in arrival order across instances
+ * (waiters poll the store every `pollInterval`, jittered ±50 %). Slots a busy instance keeps idle for `linger` are
+ * unavailable to others meanwhile.
+ *
+ * Interruption is safe at every point: an interrupted waiter takes no slot (a slot handed to it at that moment goes
+ * to the next in line or back to the store; a claim runs uninterruptibly, and the slots it took go to the line or
+ * back to the store), an interrupted holder passes its slot on, and closing the scope gives back every slot this
+ * instance still holds. A store that fails is retried under `outagePolicy` (waiting, never exceeding the limit), then
+ * a defect.
  *
  * Answers the tutorial's "Semaphore" section for a crawler that runs as several processes.
  */
 import * as KeyedConcurrency from "@spindle/core/KeyedConcurrency"
 import type { Scope } from "effect"
-import { Data, Duration, Effect, Either, Option, Random, Schedule } from "effect"
+import { Data, Duration, Effect, Either, Exit, Option, Random, Schedule } from "effect"
 import { randomUUID } from "node:crypto"
-import type { SlotStore } from "./LimitStore.js"
+import type { LimitStoreError, SlotStore } from "./LimitStore.js"
 import { outagePolicy } from "./LimitStore.js"
 
 /** Bad timing options: `field` names the option, `reason` says what is wrong with `value`. */
 export class InvalidLease extends Data.TaggedError("InvalidLease")<{
-  readonly field: "lease" | "pollInterval"
+  readonly field: "lease" | "pollInterval" | "linger" | "maxHold"
   readonly value: unknown
   readonly reason: string
 }> {
@@ -39,28 +55,78 @@ export interface Options extends KeyedConcurrency.Options {
   readonly lease?: Duration.DurationInput
   /** How often a waiter asks the store again while its host is full everywhere (default 50 ms, ±50 % jitter). */
   readonly pollInterval?: Duration.DurationInput
+  /**
+   * How long a slot nobody in this instance uses is kept for the next caller of its host before it is given back
+   * (default 0: at once). Saves two round trips per request when requests of a host follow each other closely.
+   */
+  readonly linger?: Duration.DurationInput
+  /** How long a slot may be reused after it was claimed before it is given back (default 1 s, or half the lease). */
+  readonly maxHold?: Duration.DurationInput
 }
 
 export interface SharedConcurrency extends KeyedConcurrency.KeyedConcurrency {
   /** This instance's id in the store (the `owner` of its slots). */
   readonly owner: string
-  /** Slots this instance holds in the store. */
+  /** Slots this instance holds in the store (in use or lingering). */
   readonly held: Effect.Effect<number>
   /** Live slots of `key` in the store, over all instances. */
   readonly holders: (key: string) => Effect.Effect<number>
+  /** Claims this instance has sent to the store (each for one slot or more). */
+  readonly claims: Effect.Effect<number>
 }
 
-/** Immediate re-claims after losing a race for a slot number, before waiting a poll interval. */
+/** Immediate re-claims after losing a race for slot numbers, before waiting a poll interval. */
 const MAX_RACES = 3
 
-const positiveDuration = (field: "lease" | "pollInterval", input: Duration.DurationInput) =>
+const duration = (field: InvalidLease["field"], input: Duration.DurationInput, least: number) =>
   Option.match(Duration.decodeUnknown(input), {
     onNone: () => Effect.fail(new InvalidLease({ field, value: input, reason: "is not a duration" })),
     onSome: (duration) =>
-      Duration.isFinite(duration) && Duration.toMillis(duration) >= 1
-        ? Effect.succeed(duration)
-        : Effect.fail(new InvalidLease({ field, value: input, reason: "must be a finite duration of at least 1 ms" }))
+      Duration.isFinite(duration) && Duration.toMillis(duration) >= least
+        ? Effect.succeed(Duration.toMillis(duration))
+        : Effect.fail(
+          new InvalidLease({ field, value: input, reason: `must be a finite duration of at least ${least} ms` })
+        )
   })
+
+/** A slot this instance holds in the store. */
+interface Slot {
+  readonly token: string
+  /** This instance's clock just before the claim: the lease runs until at least `claimedAt + lease`. */
+  readonly claimedAt: number
+  idleSince: number
+}
+
+/** A caller waiting for a slot of its host. */
+interface Waiter {
+  resume: ((effect: Effect.Effect<Slot>) => void) | undefined
+  /** The slot handed to it (it has left the line then). */
+  slot: Slot | undefined
+  /** Told to claim for the line (until its claim is done). */
+  leading: boolean
+}
+
+/** One host's slots in this instance; forgotten when it holds none and nobody waits. */
+interface Host {
+  readonly key: string
+  readonly line: Set<Waiter>
+  /** Lingering slots, oldest first. */
+  readonly idle: Array<Slot>
+  /** Slots of the host this instance holds in the store: in use, lingering, or being handed over. */
+  held: number
+  /** Slots given back after `maxHold` whose turn for the other instances is not over: not claimed again until then. */
+  yielded: number
+  claiming: boolean
+  polling: boolean
+}
+
+type Step =
+  | { readonly _tag: "Slot"; readonly slot: Slot }
+  | { readonly _tag: "Failed"; readonly error: LimitStoreError }
+  | { readonly _tag: "Wait" }
+  | { readonly _tag: "Retry"; readonly claimed: number }
+
+const first = <A>(set: Set<A>): A | undefined => set.values().next().value
 
 export const make = (
   store: SlotStore,
@@ -68,21 +134,116 @@ export const make = (
 ): Effect.Effect<SharedConcurrency, KeyedConcurrency.InvalidConcurrency | InvalidLease, Scope.Scope> =>
   Effect.gen(function*() {
     const local = yield* KeyedConcurrency.make(options)
-    const ttlMillis = Duration.toMillis(yield* positiveDuration("lease", options.lease ?? Duration.seconds(15)))
-    const pollMillis = Duration.toMillis(
-      yield* positiveDuration("pollInterval", options.pollInterval ?? Duration.millis(50))
-    )
+    const ttlMillis = yield* duration("lease", options.lease ?? Duration.seconds(15), 1)
+    const pollMillis = yield* duration("pollInterval", options.pollInterval ?? Duration.millis(50), 1)
+    const lingerMillis = yield* duration("linger", options.linger ?? Duration.zero, 0)
+    const maxHoldMillis = yield* duration("maxHold", options.maxHold ?? Math.min(1000, ttlMillis / 2), 1)
+    if (maxHoldMillis >= ttlMillis) {
+      // A slot is then only ever reused within the lease it was claimed with, whatever the heartbeats do.
+      return yield* new InvalidLease({
+        field: "maxHold",
+        value: options.maxHold,
+        reason: "must be shorter than the lease"
+      })
+    }
+    const turnMillis = Math.ceil(pollMillis * 1.5)
+    const scope = yield* Effect.scope
     const clock = yield* Effect.clock
     const owner = randomUUID()
-    const held = new Map<string, string>()
-    const holdersList = () => Array.from(held, ([token, key]) => ({ key, token }))
     const perKey = options.perKey
+    /** Every slot this instance holds, token -> key (for the heartbeat and the final release). */
+    const tokens = new Map<string, string>()
+    const hosts = new Map<string, Host>()
+    const lingering = new Set<Host>()
+    let claims = 0
+    let closed = false
+
+    const hostOf = (key: string) => {
+      let host = hosts.get(key)
+      if (host === undefined) {
+        host = { key, line: new Set(), idle: [], held: 0, yielded: 0, claiming: false, polling: false }
+        hosts.set(key, host)
+      }
+      return host
+    }
+
+    const forget = (host: Host) => {
+      if (host.held === 0 && host.line.size === 0 && host.yielded === 0 && !host.claiming && !host.polling) {
+        if (hosts.get(host.key) === host) hosts.delete(host.key)
+      }
+    }
 
     const release = (key: string, token: string) =>
       Effect.suspend(() => {
-        held.delete(token)
+        tokens.delete(token)
         return store.release({ key, token })
       }).pipe(Effect.catchAll((error) => Effect.logWarning(`${error.message}; the slot frees when its lease ends`)))
+
+    /** Slots the line could use that this instance may still claim. */
+    const wanted = (host: Host) => Math.min(host.line.size, perKey - host.held - host.yielded)
+
+    /** Has the head of the line claim for it, unless a claim or a poll is under way, or there is nothing to claim. */
+    const kick = (host: Host) => {
+      if (closed || host.claiming || host.polling || wanted(host) <= 0) return
+      const head = first(host.line)
+      if (head === undefined) return
+      host.claiming = true
+      head.leading = true
+      const resume = head.resume
+      if (resume !== undefined) {
+        head.resume = undefined
+        resume(lead(host, head))
+      }
+    }
+
+    const endLead = (host: Host, waiter: Waiter) => {
+      waiter.leading = false
+      host.claiming = false
+      kick(host)
+    }
+
+    const giveBack = (host: Host, slot: Slot, yieldTurn: boolean): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        host.held--
+        if (yieldTurn) host.yielded++
+        const turnOver = Effect.sync(() => {
+          host.yielded--
+          kick(host)
+          forget(host)
+        })
+        return release(host.key, slot.token).pipe(
+          Effect.zipRight(
+            yieldTurn ? Effect.forkIn(Effect.delay(turnOver, Duration.millis(turnMillis)), scope) : Effect.void
+          ),
+          Effect.zipRight(Effect.sync(() => {
+            kick(host)
+            forget(host)
+          }))
+        )
+      })
+
+    /** A slot nobody holding it uses any more: to the next caller in line, or kept for a while, or given back. */
+    const give = (host: Host, slot: Slot): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const now = clock.unsafeCurrentTimeMillis()
+        if (closed || now - slot.claimedAt >= maxHoldMillis) return giveBack(host, slot, !closed)
+        const head = first(host.line)
+        if (head !== undefined) {
+          host.line.delete(head)
+          head.slot = slot
+          const resume = head.resume
+          if (resume !== undefined) {
+            head.resume = undefined
+            resume(Effect.succeed(slot))
+          }
+          return Effect.void
+        }
+        if (lingerMillis === 0) return giveBack(host, slot, false)
+        slot.idleSince = now
+        host.idle.push(slot)
+        lingering.add(host)
+        return Effect.void
+      })
 
     const hasFreeSlot = (key: string) =>
       store.holders({ key, now: clock.unsafeCurrentTimeMillis() }).pipe(
@@ -90,48 +251,152 @@ export const make = (
         Effect.orElseSucceed(() => false)
       )
 
+    /** One claim for the line, by its head, run uninterruptibly: the slots it takes are always handed on. */
+    const claimStep = (host: Host, waiter: Waiter): Effect.Effect<Step> =>
+      Effect.gen(function*() {
+        if (waiter.slot !== undefined) return { _tag: "Slot", slot: waiter.slot } as const
+        const count = wanted(host)
+        if (count <= 0) return { _tag: "Wait" } as const
+        const claimedAt = clock.unsafeCurrentTimeMillis()
+        const token = randomUUID()
+        claims++
+        const result = yield* Effect.either(
+          store.claimMany({ key: host.key, limit: perKey, owner, token, count, ttlMillis, now: claimedAt })
+        )
+        if (Either.isLeft(result)) return { _tag: "Failed", error: result.left } as const
+        const extra: Array<Slot> = []
+        for (const claimed of result.right) {
+          tokens.set(claimed, host.key)
+          host.held++
+          const slot: Slot = { token: claimed, claimedAt, idleSince: claimedAt }
+          if (waiter.slot === undefined) {
+            host.line.delete(waiter)
+            waiter.slot = slot
+          } else {
+            extra.push(slot)
+          }
+        }
+        yield* Effect.forEach(extra, (slot) => give(host, slot), { discard: true })
+        return waiter.slot === undefined
+          ? { _tag: "Retry", claimed: result.right.length } as const
+          : { _tag: "Slot", slot: waiter.slot } as const
+      })
+
     const pollDelay = Effect.map(
       Random.nextRange(0.5, 1.5),
       (factor) => Duration.millis(Math.max(1, Math.round(pollMillis * factor)))
     )
 
-    // Runs inside `uninterruptibleMask`: a claim is never cut in half, only the waits between claims are interruptible.
-    const claim = (key: string, restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
+    const poll = (host: Host) =>
+      Effect.forkIn(
+        Effect.flatMap(pollDelay, Effect.sleep).pipe(
+          Effect.ensuring(Effect.sync(() => {
+            host.polling = false
+            kick(host)
+            forget(host)
+          }))
+        ),
+        scope
+      )
+
+    /** The head claims for the line until it has a slot, or polls, or waits for a slot of this instance. */
+    const lead = (host: Host, waiter: Waiter): Effect.Effect<Slot> =>
       Effect.gen(function*() {
-        const token = randomUUID()
         const outage = yield* Schedule.driver(outagePolicy)
         let races = 0
         while (true) {
-          const claimed = yield* Effect.either(
-            store.claim({ key, limit: perKey, owner, token, ttlMillis, now: clock.unsafeCurrentTimeMillis() })
-          )
-          if (Either.isLeft(claimed)) {
-            const error = claimed.left
-            yield* restore(outage.next(error)).pipe(Effect.catchAll(() => Effect.die(error)))
-          } else if (claimed.right) {
-            held.set(token, key)
-            return token
-          } else if (races < MAX_RACES && (yield* hasFreeSlot(key))) {
-            // Lost a race for a slot number to another claimer, though other slots are free: try again at once.
-            races++
-          } else {
-            races = 0
-            yield* restore(Effect.flatMap(pollDelay, Effect.sleep))
+          const step = yield* Effect.uninterruptible(claimStep(host, waiter))
+          switch (step._tag) {
+            case "Slot": {
+              endLead(host, waiter)
+              return step.slot
+            }
+            case "Failed": {
+              // Still the head meanwhile (a slot coming back is handed to it all the same); interruptible.
+              yield* outage.next(step.error).pipe(Effect.catchAll(() => Effect.die(step.error)))
+              break
+            }
+            case "Wait": {
+              endLead(host, waiter)
+              return yield* wait(host, waiter)
+            }
+            case "Retry": {
+              // Lost a race for slot numbers to another instance, though some are free: try again at once.
+              if (step.claimed === 0 && races < MAX_RACES && (yield* hasFreeSlot(host.key))) {
+                races++
+                break
+              }
+              host.polling = true
+              yield* poll(host)
+              endLead(host, waiter)
+              return yield* wait(host, waiter)
+            }
           }
         }
       })
 
+    const wait = (host: Host, waiter: Waiter): Effect.Effect<Slot> =>
+      Effect.async<Slot>((resume) => {
+        if (waiter.slot !== undefined) return resume(Effect.succeed(waiter.slot))
+        if (waiter.leading) return resume(lead(host, waiter))
+        waiter.resume = resume
+        // Interrupted while waiting: out of the line at once, so nothing is handed to it any more.
+        return Effect.sync(() => {
+          waiter.resume = undefined
+          host.line.delete(waiter)
+        })
+      })
+
+    /** A slot of `key` for this caller: a lingering one, else one from the line. Runs inside `uninterruptibleMask`. */
+    const acquire = (key: string, restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
+      Effect.gen(function*() {
+        const host = hostOf(key)
+        while (host.line.size === 0 && host.idle.length > 0) {
+          const slot = host.idle.pop()!
+          if (host.idle.length === 0) lingering.delete(host)
+          if (clock.unsafeCurrentTimeMillis() - slot.claimedAt < maxHoldMillis) return { host, slot }
+          yield* giveBack(host, slot, true)
+        }
+        const waiter: Waiter = { resume: undefined, slot: undefined, leading: false }
+        host.line.add(waiter)
+        kick(host)
+        const slot = yield* restore(wait(host, waiter)).pipe(
+          Effect.onExit((exit) =>
+            Effect.suspend(() => {
+              host.line.delete(waiter)
+              // Told to claim for the line but interrupted before it could: the next in line claims instead.
+              if (waiter.leading) {
+                waiter.leading = false
+                host.claiming = false
+              }
+              const handedOn = Exit.isFailure(exit) && waiter.slot !== undefined ? give(host, waiter.slot) : Effect.void
+              return Effect.zipRight(
+                handedOn,
+                Effect.sync(() => {
+                  kick(host)
+                  forget(host)
+                })
+              )
+            })
+          )
+        )
+        return { host, slot }
+      })
+
     const shared = (key: string) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
       Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(claim(key, restore), (token) => Effect.ensuring(restore(effect), release(key, token)))
+        Effect.flatMap(
+          acquire(key, restore),
+          ({ host, slot }) => Effect.ensuring(restore(effect), give(host, slot))
+        )
       )
 
     const heartbeat = Effect.suspend(() => {
-      const holders = holdersList()
+      const holders = Array.from(tokens, ([token, key]) => ({ key, token }))
       return store.heartbeat({ owner, holders, ttlMillis, now: clock.unsafeCurrentTimeMillis() }).pipe(
         Effect.flatMap((extended) => {
           // Holders released meanwhile are not missing; a holder still here whose row was not extended lost its lease.
-          const stillHeld = holders.filter(({ token }) => held.has(token)).length
+          const stillHeld = holders.filter(({ token }) => tokens.has(token)).length
           return extended < stillHeld
             ? Effect.logWarning(`${stillHeld - extended} slot lease(s) expired before their heartbeat`)
             : Effect.void
@@ -140,8 +405,26 @@ export const make = (
     }).pipe(Effect.catchAll((error) => Effect.logWarning(`${error.message}; leases not extended`)))
     yield* heartbeat.pipe(Effect.delay(Duration.millis(ttlMillis / 3)), Effect.forever, Effect.forkScoped)
 
+    // Lingering slots go back to the store after `linger` (at most half as long again: one pass every `linger / 2`).
+    const sweep = Effect.suspend(() => {
+      const cutoff = clock.unsafeCurrentTimeMillis() - lingerMillis
+      const due: Array<readonly [Host, Slot]> = []
+      for (const host of lingering) {
+        while (host.idle.length > 0 && host.idle[0]!.idleSince <= cutoff) due.push([host, host.idle.shift()!])
+        if (host.idle.length === 0) lingering.delete(host)
+      }
+      return Effect.forEach(due, ([host, slot]) => giveBack(host, slot, false), { concurrency: 16, discard: true })
+    })
+    if (lingerMillis > 0) {
+      yield* sweep.pipe(Effect.delay(Duration.millis(Math.max(1, lingerMillis / 2))), Effect.forever, Effect.forkScoped)
+    }
+
     yield* Effect.addFinalizer(() =>
-      Effect.forEach(holdersList(), ({ key, token }) => release(key, token), { concurrency: 16, discard: true })
+      Effect.suspend(() => {
+        closed = true
+        lingering.clear()
+        return Effect.forEach(tokens, ([token, key]) => release(key, token), { concurrency: 16, discard: true })
+      })
     )
 
     return {
@@ -152,7 +435,8 @@ export const make = (
       inFlight: local.inFlight,
       globalInFlight: local.globalInFlight,
       keys: local.keys,
-      held: Effect.sync(() => held.size),
+      held: Effect.sync(() => tokens.size),
+      claims: Effect.sync(() => claims),
       holders: (key) =>
         store.holders({ key, now: clock.unsafeCurrentTimeMillis() }).pipe(Effect.retry(outagePolicy), Effect.orDie)
     } satisfies SharedConcurrency

@@ -3,6 +3,11 @@
  * database by default (PostgreSQL with `DATABASE_URL`, else the SQLite file — one code path), Redis when `REDIS_URL`
  * is set. Limiters themselves stay the core ones: `rateLimiter` is `RateLimiter.make` over the shared window store,
  * `concurrency` is a {@link SharedConcurrency.SharedConcurrency} (a `KeyedConcurrency` in front of leased slots).
+ *
+ * Beyond `@effect/experimental`'s `RateLimiter` stores (whose Redis store is a fixed window or a token bucket, both
+ * letting up to twice the limit through around a window edge): an exact sliding-window log, concurrency slots, and
+ * no store round trip per request for a busy host — the rate store grants a block of starts for a whole waiting line
+ * per call, and an instance keeps a slot while it has requests for the host (see SharedConcurrency).
  */
 import { SqlClient } from "@effect/sql"
 import type { InvalidConcurrency } from "@spindle/core/KeyedConcurrency"

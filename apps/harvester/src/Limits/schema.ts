@@ -47,11 +47,14 @@ export const asyncCommit = (sql: SqlClient.SqlClient): Statement.Fragment =>
 /**
  * PostgreSQL's decision in one round trip (see PgRateLimiterStore): the same steps as the SQLite transaction, in a
  * function, so the key's advisory lock is held for microseconds instead of five round trips. A volatile PL/pgSQL
- * function takes a fresh snapshot per statement, so after the lock it sees the previous holder's commit.
+ * function takes a fresh snapshot per statement, so after the lock it sees the previous holder's commit. It grants up
+ * to `p_count` starts at once (one row each, all at the same instant); `retry_at` is then set when fewer were granted.
+ * (Databases created by an older version also keep its three-argument overload, which an older instance may still
+ * call during a rolling upgrade: both decide over the same rows under the same lock.)
  */
 const TRY_ACQUIRE_FUNCTION =
-  `CREATE OR REPLACE FUNCTION limit_rate_try_acquire(p_key TEXT, p_limit BIGINT, p_window BIGINT)
-RETURNS TABLE (now_ms BIGINT, retry_at BIGINT) LANGUAGE plpgsql VOLATILE AS $fn$
+  `CREATE OR REPLACE FUNCTION limit_rate_try_acquire(p_key TEXT, p_limit BIGINT, p_window BIGINT, p_count BIGINT)
+RETURNS TABLE (now_ms BIGINT, granted BIGINT, retry_at BIGINT) LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
   v_now BIGINT;
   v_paused BIGINT;
@@ -64,11 +67,15 @@ BEGIN
   DELETE FROM limit_rate_starts WHERE key = p_key AND at <= v_now - p_window;
   SELECT until_ms INTO v_paused FROM limit_rate_pauses WHERE key = p_key;
   SELECT COUNT(*), MIN(at) INTO v_live, v_oldest FROM limit_rate_starts WHERE key = p_key;
+  granted := 0;
   retry_at := 0;
   IF v_paused IS NOT NULL AND v_paused > v_now THEN retry_at := v_paused; END IF;
   IF v_live >= p_limit THEN retry_at := GREATEST(retry_at, v_oldest + p_window); END IF;
   IF retry_at = 0 THEN
-    INSERT INTO limit_rate_starts (key, at, expires_at) VALUES (p_key, v_now, v_now + p_window);
+    granted := LEAST(GREATEST(p_count, 1), p_limit - v_live);
+    INSERT INTO limit_rate_starts (key, at, expires_at)
+      SELECT p_key, v_now, v_now + p_window FROM generate_series(1, granted);
+    IF granted < p_count THEN retry_at := COALESCE(v_oldest, v_now) + p_window; END IF;
   END IF;
   now_ms := v_now;
   RETURN NEXT;

@@ -161,7 +161,7 @@ const oursAdmissions = Effect.gen(function*() {
     store: {
       tryAcquire: (request) =>
         Effect.map(memory.tryAcquire(request), (decision) => {
-          if (decision.allowed) admitted.push(request.now)
+          if (decision.allowed) admitted.push(...Array<number>(decision.granted ?? 1).fill(request.now))
           return decision
         }),
       pauseUntil: memory.pauseUntil
