@@ -138,15 +138,24 @@ export const all = Config.all({
 
 /** One line per problem: `PORT: expected an integer from 0 to 65535, got "http"`. */
 export const formatConfigError = (error: ConfigError.ConfigError): ReadonlyArray<string> => {
-  const lines = ConfigError.reduceWithContext(error, undefined, {
-    andCase: (_, left: ReadonlyArray<string>, right: ReadonlyArray<string>) => [...left, ...right],
-    orCase: (_, left: ReadonlyArray<string>, right: ReadonlyArray<string>) => [...left, ...right],
-    invalidDataCase: (_, path, message) => [`${path.join("_")}: ${message}`],
-    missingDataCase: (_, path, message) => [`${path.join("_")}: ${message}`],
-    sourceUnavailableCase: (_, path, message) => [`${path.join("_")}: ${message}`],
-    unsupportedCase: (_, path, message) => [`${path.join("_")}: ${message}`]
+  type Line = { readonly missing: boolean; readonly text: string }
+  const line = (missing: boolean) => (_: unknown, path: ReadonlyArray<string>, message: string) => [
+    { missing, text: `${path.join("_")}: ${message}` }
+  ]
+  const lines = ConfigError.reduceWithContext<undefined, ReadonlyArray<Line>>(error, undefined, {
+    andCase: (_, left, right) => [...left, ...right],
+    // `withDefault` reports a bad value as "bad value OR missing": the key is there, so only the bad value counts.
+    orCase: (_, left, right) => {
+      const both = [...left, ...right]
+      const present = both.filter((l) => !l.missing)
+      return present.length > 0 ? present : both
+    },
+    invalidDataCase: line(false),
+    missingDataCase: line(true),
+    sourceUnavailableCase: line(false),
+    unsupportedCase: line(false)
   })
-  return Array.from(new Set(lines))
+  return Array.from(new Set(lines.map((l) => l.text)))
 }
 
 /** Loads and validates every key; fails with the formatted lines. */

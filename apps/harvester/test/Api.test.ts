@@ -362,7 +362,8 @@ for (const db of Databases.all) {
           yield* Effect.gen(function*() {
             const requests = yield* upstream.requests
             if (!requests.some((request) => request.path === "/slow")) return yield* Effect.fail("not yet")
-          }).pipe(Effect.retry({ times: 200 }), Effect.delay("10 millis"))
+            // Polled every 10 ms for up to 5 s (the request's start is not what this test times; the cancel is).
+          }).pipe(Effect.retry({ schedule: Schedule.spaced("10 millis"), times: 500 }))
           const cancelled = yield* api.jobs.cancel({ path: { id: created.id } })
           assert.strictEqual(cancelled.status, "cancelled")
           const open = yield* upstream.openRequests.pipe(

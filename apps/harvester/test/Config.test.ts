@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, Either, Option, Redacted } from "effect"
 import * as AppConfig from "../src/Config.js"
+import { EngineSettingsConfig } from "../src/Jobs/Engine.js"
 
 const load = (env: Record<string, string>) =>
   AppConfig.all.pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env)))), Effect.either)
@@ -60,6 +61,22 @@ describe("Config", () => {
         "HARVESTER_RATE: expected \"<limit>/<interval>\" such as \"5/1s\", got \"fast\"",
         "HARVESTER_TOKEN: must not be empty",
         "PORT: expected an integer from 0 to 65535, got \"http\""
+      ])
+    }))
+
+  it.effect("a bad value of a key with a default is one line, without \"expected ... to exist\" besides", () =>
+    Effect.gen(function*() {
+      const result = yield* EngineSettingsConfig.pipe(
+        Effect.withConfigProvider(
+          ConfigProvider.fromMap(new Map([["HARVESTER_LIMITS", "foo"], ["HARVESTER_CLAIM_BATCH", "abc"]]))
+        ),
+        Effect.either
+      )
+      assert.isTrue(Either.isLeft(result))
+      if (Either.isRight(result)) return
+      assert.deepStrictEqual([...AppConfig.formatConfigError(result.left)].sort(), [
+        "HARVESTER_CLAIM_BATCH: Expected an integer value but received \"abc\"",
+        "HARVESTER_LIMITS: Expected one of (auto, memory) but received \"foo\""
       ])
     }))
 })

@@ -43,8 +43,11 @@ for (const db of Databases.all) {
         Effect.gen(function*() {
           const sql = yield* SqlClient.SqlClient
           const migrations = yield* sql<{ readonly migration_id: number; readonly name: string }>`
-            SELECT migration_id, name FROM effect_sql_migrations`
-          assert.deepStrictEqual(migrations.map((m) => [Number(m.migration_id), m.name]), [[1, "init"]])
+            SELECT migration_id, name FROM effect_sql_migrations ORDER BY migration_id`
+          assert.deepStrictEqual(migrations.map((m) => [Number(m.migration_id), m.name]), [
+            [1, "init"],
+            [2, "failed_pages"]
+          ])
           for (const table of ["jobs", "targets", "pages"] as const) {
             const rows = yield* sql`SELECT COUNT(*) AS n FROM ${sql(table)}`
             assert.strictEqual(rows.length, 1)
@@ -107,7 +110,10 @@ for (const db of Databases.all) {
       it.effect("failures are recorded with their tag; cancel and deadline end only running jobs", () =>
         Effect.gen(function*() {
           const repo = yield* JobRepo
-          yield* repo.insertJob(newJob("job-end", 4))
+          yield* repo.insertJob(newJob("job-end", 5))
+          const [stored] = yield* repo.claim("job-end", "owner", 30_000, 1)
+          const storedFence: Fence = { targetId: stored!.id, jobId: "job-end", owner: "owner", attempt: 1 }
+          assert.isTrue(yield* repo.storePage(storedFence, page(1), true))
           const [a] = yield* repo.claim("job-end", "owner", 30_000, 1)
           const fence: Fence = { targetId: a!.id, jobId: "job-end", owner: "owner", attempt: a!.attempt }
           assert.isTrue(
@@ -120,8 +126,13 @@ for (const db of Databases.all) {
           assert.isTrue(yield* repo.endJob("job-end", "deadline_exceeded", 2))
           assert.isFalse(yield* repo.endJob("job-end", "cancelled", 3))
           const counts = yield* repo.counts("job-end")
-          assert.deepStrictEqual(counts.byStatus, { failed: 4 })
+          assert.deepStrictEqual(counts.byStatus, { done: 1, failed: 4 })
           assert.deepStrictEqual(counts.failures, { DeadlineExceeded: 3, HttpStatusError: 1 })
+          // Stored pages count without the failure rows (all rows minus those of the pages_failed index).
+          assert.strictEqual(counts.pages, 1)
+          assert.strictEqual(yield* countRows("pages", "job-end"), 5)
+          const listed = (yield* repo.listJobs(null, 100)).find((j) => j.id === "job-end")
+          assert.deepStrictEqual([listed?.done, listed?.failed, listed?.pages], [1, 4, 1])
           const failed = yield* repo.results("job-end", { after: 0, limit: 10, status: "failed" })
           assert.strictEqual(failed.length, 4)
           const tagged = yield* repo.results("job-end", { after: 0, limit: 10, errorTag: "HttpStatusError" })

@@ -197,7 +197,7 @@ for (const db of Databases.all) {
             const api = yield* SimulatedApi.start({
               routes: { "/fast": { json: { fast: true } }, "/slow/*": { json: {}, delayMillis: 20_000 } }
             })
-            yield* withJobs((jobs) =>
+            yield* withJobs((jobs, engine) =>
               Effect.gen(function*() {
                 const created = yield* jobs.create(
                   new JobSpec({
@@ -221,6 +221,9 @@ for (const db of Databases.all) {
                 const elapsed = Date.now() - started
                 assert.strictEqual(open, 0, "sockets closed")
                 assert.isBelow(elapsed, 1000)
+                // The runner and its workers are gone: no target counts as worked on, no job runs here.
+                assert.strictEqual(yield* engine.busy, 0)
+                assert.strictEqual(yield* engine.running, 0)
                 assert.strictEqual(cancelled.status, "cancelled")
                 assert.deepStrictEqual(
                   [

@@ -4,9 +4,11 @@
  *
  * What it adds beyond Effect: `Metric` counters are process-wide and have no notion of "rate over the last 10 s" or
  * "ETA"; a `SubscriptionRef` of the counters would queue every update for every subscriber. Here an update is a
- * synchronous mutation plus a signal on a sliding `PubSub` of capacity 1, so a slow subscriber (a progress bar, a
- * server-sent-events client) costs nothing per update and sees at most one snapshot per `interval` — always including
- * the latest. `track` counts an effect as in flight, then done or failed (by the error's `_tag`); an interrupted
+ * synchronous mutation of counters and a version number; a subscriber (a progress bar, a server-sent-events client)
+ * looks at the version once per `interval` and emits a snapshot when it moved, and only a subscriber that found
+ * nothing new and waits arms a signal (a sliding `PubSub` of capacity 1) for the next update. So an update costs no
+ * effect beyond its own (the harvester makes two per page), a slow subscriber costs nothing per update, and each sees
+ * at most one snapshot per `interval` — always including the latest. `track` counts an effect as in flight, then done or failed (by the error's `_tag`); an interrupted
  * tracked effect counts as neither and leaves `inFlight` where it was. Time comes from `Clock` (`TestClock` in tests).
  *
  * Answers the tutorial's "HTTP Client with aiohttp", which says nothing until `gather` returns and then prints one
@@ -91,6 +93,11 @@ export const make = Effect.fn("Progress.make")(function*(options: Options = {}) 
   const windowMillis = Duration.toMillis(yield* positiveDuration("window", options.window ?? "10 seconds"))
   const interval = yield* positiveDuration("interval", options.interval ?? "100 millis")
   const signal = yield* PubSub.sliding<void>(1)
+  const clock = yield* Effect.clock
+  /** Moves on every update; a subscriber emits when it differs from the one it last saw. */
+  let version = 0
+  /** A subscriber waits for the next update: signal it. */
+  let armed = false
 
   let total = 0
   let done = 0
@@ -134,14 +141,19 @@ export const make = Effect.fn("Progress.make")(function*(options: Options = {}) 
     if (inFlight > 0) inFlight--
   }
 
-  const changed = PubSub.publish(signal, undefined)
+  const bump = (): Effect.Effect<void> => {
+    version++
+    if (!armed) return Effect.void
+    armed = false
+    return Effect.asVoid(PubSub.publish(signal, undefined))
+  }
+  const changed = Effect.suspend(bump)
 
   const update = (mutate: (now: number) => void) =>
-    Clock.currentTimeMillis.pipe(
-      Effect.map(mutate),
-      Effect.zipRight(changed),
-      Effect.asVoid
-    )
+    Effect.suspend(() => {
+      mutate(clock.unsafeCurrentTimeMillis())
+      return bump()
+    })
 
   const start = update((now) => {
     touch(now)
@@ -202,11 +214,22 @@ export const make = Effect.fn("Progress.make")(function*(options: Options = {}) 
     }
   })
 
-  const changes = Stream.unwrapScoped(Effect.map(PubSub.subscribe(signal), (dirty) =>
-    Stream.concat(
+  const changes = Stream.unwrapScoped(Effect.map(PubSub.subscribe(signal), (dirty) => {
+    let seen = version
+    /** The next snapshot once something changed since the last one. */
+    const next = (): Effect.Effect<Snapshot> => {
+      if (version !== seen) {
+        seen = version
+        return snapshot
+      }
+      armed = true
+      return Effect.zipRight(dirty.take, Effect.suspend(next))
+    }
+    return Stream.concat(
       Stream.fromEffect(snapshot),
-      Stream.repeatEffect(Effect.sleep(interval).pipe(Effect.zipRight(dirty.take), Effect.zipRight(snapshot)))
-    )))
+      Stream.repeatEffect(Effect.zipRight(Effect.sleep(interval), Effect.suspend(next)))
+    )
+  }))
 
   return { addTotal, start, succeed, fail, track, snapshot, changes } satisfies Progress
 })

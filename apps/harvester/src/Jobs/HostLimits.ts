@@ -4,16 +4,20 @@
  * in memory (the core `RateLimiter` and `KeyedConcurrency`) when they cannot.
  *
  * The choice (`layer`): `REDIS_URL` set -> Redis; the database is PostgreSQL -> PostgreSQL; else (the SQLite file:
- * one process holds it) in memory, which costs no round trip per request. Either way a limit is keyed by host, so
- * every job and every instance fetching from a host shares the host's window and slots.
+ * one process holds it) in memory, which costs no round trip per request. Either way a rate window is keyed by host,
+ * so every job (and, shared, every instance) fetching from a host counts its starts in the host's window; precisely,
+ * in the host's and the job's interval: jobs with the same interval (`5/1s` and `20/1s`) share one log,
+ * each admitting a start while the log holds fewer than its own limit; jobs with different intervals keep separate
+ * logs (one log cannot serve two windows: the shorter one would drop starts the longer one still counts). Per-host
+ * concurrency in memory is per job.
  */
 import { SqlClient } from "@effect/sql"
 import type { InvalidConcurrency } from "@spindle/core/KeyedConcurrency"
 import * as KeyedConcurrency from "@spindle/core/KeyedConcurrency"
 import type { InvalidRateLimit } from "@spindle/core/RateLimiter"
 import * as RateLimiter from "@spindle/core/RateLimiter"
-import type { Duration, Scope } from "effect"
-import { Config, Context, Effect, Layer, Option } from "effect"
+import type { Scope } from "effect"
+import { Config, Context, Duration, Effect, Layer, Option } from "effect"
 import type { LimitStoreError } from "../Limits/LimitStore.js"
 import * as SharedConcurrency from "../Limits/SharedConcurrency.js"
 import * as SharedLimits from "../Limits/SharedLimits.js"
@@ -21,7 +25,17 @@ import * as SharedLimits from "../Limits/SharedLimits.js"
 export interface ConcurrencyOptions extends KeyedConcurrency.Options {
   /** How long a shared slot outlives a crashed instance (ignored in memory). */
   readonly lease?: Duration.DurationInput
+  /** How long a shared slot this instance no longer uses is kept for its next request to the host (default 50 ms). */
+  readonly linger?: Duration.DurationInput
+  /** How long this instance may reuse a shared slot before it gives other instances a turn (default 1 s). */
+  readonly maxHold?: Duration.DurationInput
 }
+
+/**
+ * A worker's next request to a host follows its previous one within milliseconds (store the page, take the next
+ * target): kept that long, a slot serves it without two store round trips. Others wait at most this much longer.
+ */
+const SLOT_LINGER = Duration.millis(50)
 
 export interface HostLimits {
   /** Where the limits live: "memory" (this process only), or the shared store's backend. */
@@ -41,20 +55,43 @@ export interface HostLimits {
 
 export const HostLimits: Context.Tag<HostLimits, HostLimits> = Context.GenericTag<HostLimits>("spindle/HostLimits")
 
-/** Limits held by this process only. */
-export const memory: Layer.Layer<HostLimits> = Layer.succeed(HostLimits, {
-  store: "memory",
-  rateLimiter: (options) => RateLimiter.make(options),
-  concurrency: ({ global, perKey }) => KeyedConcurrency.make({ perKey, global })
-})
+/** A job's view of a store shared by jobs (in memory, or by instances): a host's log per interval. */
+const byInterval = <E>(
+  windows: RateLimiter.RateLimiterStore<E>,
+  per: Duration.DurationInput
+): RateLimiter.RateLimiterStore<E> => {
+  const perMillis = Option.match(Duration.decodeUnknown(per), { onNone: () => 0, onSome: Duration.toMillis })
+  const keyOf = (key: string, windowMillis: number) => `${key} ${windowMillis}`
+  const unsafe = windows.unsafeTryAcquire
+  return {
+    tryAcquire: (request) => windows.tryAcquire({ ...request, key: keyOf(request.key, request.windowMillis) }),
+    unsafeTryAcquire: unsafe === undefined
+      ? undefined
+      : (key, now, limit, windowMillis) => unsafe(keyOf(key, windowMillis), now, limit, windowMillis),
+    pauseUntil: (request) => windows.pauseUntil({ ...request, key: keyOf(request.key, perMillis) })
+  }
+}
+
+/** Limits held by this process only: one rate window per host and interval for all jobs; concurrency per job. */
+export const memory: Layer.Layer<HostLimits> = Layer.scoped(
+  HostLimits,
+  Effect.map(
+    Effect.orDie(RateLimiter.makeMemoryStore({ idleTimeToLive: Duration.minutes(1) })),
+    (windows): HostLimits => ({
+      store: "memory",
+      rateLimiter: (options) => RateLimiter.make({ ...options, store: byInterval(windows, options.per) }),
+      concurrency: ({ global, perKey }) => KeyedConcurrency.make({ perKey, global })
+    })
+  )
+)
 
 /** Limits every instance on the same store shares. */
 export const shared: Layer.Layer<HostLimits, never, SharedLimits.SharedLimits> = Layer.effect(
   HostLimits,
   Effect.map(SharedLimits.SharedLimits, (limits): HostLimits => ({
     store: limits.backend,
-    rateLimiter: (options) => RateLimiter.make({ ...options, store: limits.rateStore }),
-    concurrency: (options) => SharedConcurrency.make(limits.slots, options)
+    rateLimiter: (options) => RateLimiter.make({ ...options, store: byInterval(limits.rateStore, options.per) }),
+    concurrency: (options) => SharedConcurrency.make(limits.slots, { linger: SLOT_LINGER, ...options })
   }))
 )
 

@@ -7,6 +7,8 @@ import type { Duration } from "effect"
 import { ConfigProvider, Effect, Layer, Schedule } from "effect"
 import type { JobSpec } from "../../src/Domain.js"
 import { SsrfGuard } from "../../src/Fetch/SsrfGuard.js"
+import { Engine, layer as engineLayer } from "../../src/Jobs/Engine.js"
+import { JobRepo } from "../../src/Jobs/JobRepo.js"
 import { Jobs } from "../../src/Jobs/Jobs.js"
 
 export interface EngineTestSettings {
@@ -17,9 +19,11 @@ export interface EngineTestSettings {
   readonly allow?: ReadonlyArray<string>
 }
 
-/** `Jobs` over the `SqlClient` in context, with settings fit for tests. */
-export const jobsLayer = (settings: EngineTestSettings = {}): Layer.Layer<Jobs, never, SqlClient.SqlClient> =>
-  Jobs.layerWithGuard(SsrfGuard.layer(settings.allow ?? ["127.0.0.1"])).pipe(
+/** `Jobs` (and its `Engine`) over the `SqlClient` in context, with settings fit for tests. */
+export const jobsLayer = (settings: EngineTestSettings = {}): Layer.Layer<Jobs | Engine, never, SqlClient.SqlClient> =>
+  Jobs.DefaultWithoutDependencies.pipe(
+    Layer.provideMerge(engineLayer.pipe(Layer.provide(SsrfGuard.layer(settings.allow ?? ["127.0.0.1"])))),
+    Layer.provide(JobRepo.Default),
     Layer.provide(
       Layer.setConfigProvider(
         ConfigProvider.fromMap(
@@ -38,10 +42,14 @@ export const jobsLayer = (settings: EngineTestSettings = {}): Layer.Layer<Jobs, 
 
 /** Runs `f` with a fresh engine that stops (gracefully) when `f` ends. */
 export const withJobs = <A, E, R>(
-  f: (jobs: Jobs) => Effect.Effect<A, E, R>,
+  f: (jobs: Jobs, engine: Engine) => Effect.Effect<A, E, R>,
   settings: EngineTestSettings = {}
 ): Effect.Effect<A, E, R | SqlClient.SqlClient> =>
-  Effect.scoped(Effect.flatMap(Jobs, f).pipe(Effect.provide(jobsLayer(settings))))
+  Effect.scoped(
+    Effect.flatMap(Effect.zip(Jobs, Engine), ([jobs, engine]) => f(jobs, engine)).pipe(
+      Effect.provide(jobsLayer(settings))
+    )
+  )
 
 /** Runs a job to its end and returns its final view. */
 export const harvest = (jobs: Jobs, spec: JobSpec) =>
