@@ -1,24 +1,12 @@
 import { SqlClient } from "@effect/sql"
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Layer, Option } from "effect"
-import type { Fence, NewPage } from "../src/Jobs/JobRepo.js"
+import type { Fence } from "../src/Jobs/JobRepo.js"
 import { JobRepo, targetId } from "../src/Jobs/JobRepo.js"
 import * as Databases from "./support/Databases.js"
+import { pageRow } from "./support/Rows.js"
 
-const page = (pageNo: number, overrides: Partial<NewPage> = {}): NewPage => ({
-  page_no: pageNo,
-  url: `http://127.0.0.1:1/items?page=${pageNo}`,
-  status: 200,
-  headers: "{}",
-  body: JSON.stringify({ page: pageNo }),
-  bytes: 12,
-  duration_ms: 1.5,
-  attempts: 1,
-  error: null,
-  error_message: null,
-  fetched_at: 1_700_000_000_000,
-  ...overrides
-})
+const page = pageRow
 
 const newJob = (id: string, targets: number) => ({
   id,

@@ -6,20 +6,9 @@ import type { Fence, NewPage, TargetRow } from "../src/Jobs/JobRepo.js"
 import { JobRepo } from "../src/Jobs/JobRepo.js"
 import * as PageWriter from "../src/Jobs/PageWriter.js"
 import * as Databases from "./support/Databases.js"
+import { pageRow } from "./support/Rows.js"
 
-const page = (url: string): NewPage => ({
-  page_no: 1,
-  url,
-  status: 200,
-  headers: "{}",
-  body: "{\"ok\":true}",
-  bytes: 11,
-  duration_ms: 1,
-  attempts: 1,
-  error: null,
-  error_message: null,
-  fetched_at: 1_700_000_000_000
-})
+const page = (url: string): NewPage => pageRow(1, { url })
 
 /** A job of `n` targets, all claimed by `owner`. */
 const claimedJob = (jobId: string, n: number, owner = "owner") =>

@@ -8,8 +8,9 @@
  * looks at the version once per `interval` and emits a snapshot when it moved, and only a subscriber that found
  * nothing new and waits arms a signal (a sliding `PubSub` of capacity 1) for the next update. So an update costs no
  * effect beyond its own (the harvester makes two per page), a slow subscriber costs nothing per update, and each sees
- * at most one snapshot per `interval` — always including the latest. `track` counts an effect as in flight, then done or failed (by the error's `_tag`); an interrupted
- * tracked effect counts as neither and leaves `inFlight` where it was. Time comes from `Clock` (`TestClock` in tests).
+ * at most one snapshot per `interval` — always including the latest. `track` counts an effect as in flight, then
+ * done or failed (by the error's `_tag`); an interrupted tracked effect counts as neither and leaves `inFlight` where
+ * it was. Time comes from `Clock` (`TestClock` in tests).
  *
  * Answers the tutorial's "HTTP Client with aiohttp", which says nothing until `gather` returns and then prints one
  * line per URL: a batch of thousands needs to show how far it is, how fast it goes and what fails while it runs

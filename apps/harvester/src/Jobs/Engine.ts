@@ -17,8 +17,8 @@
  * and no stored page is fetched again; a target that was in flight is retried (its lease expires, or was released).
  *
  * Shutdown (the scope closing): stop claiming, let in-flight targets finish and their pages commit within the grace
- * period, interrupt the rest, release this instance's leases. Cancellation: `stop(jobId)` interrupts the job's fibers (aborting their
- * sockets) at once.
+ * period, interrupt the rest, release this instance's leases. Cancellation: `stop(jobId)` interrupts the job's fibers
+ * (aborting their sockets) at once.
  */
 import type { SqlClient } from "@effect/sql"
 import * as Deadline from "@spindle/core/Deadline"
@@ -117,7 +117,7 @@ interface ParsedBody {
 const parseBody = (url: string, headers: Readonly<Record<string, string>>, text: string) => {
   const type = headers["content-type"] ?? ""
   if (!/\bjson\b|\+json/i.test(type)) return Either.right<ParsedBody>({ value: text, json: JSON.stringify(text) })
-  if (text.trim().length === 0) return Either.right<ParsedBody>({ value: null, json: "null" })
+  if (text.length === 0) return Either.right<ParsedBody>({ value: null, json: "null" })
   return Either.try({
     try: (): ParsedBody => ({ value: JSON.parse(text), json: text }),
     catch: (cause) =>
