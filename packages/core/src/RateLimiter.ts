@@ -46,6 +46,15 @@ export type Decision =
 
 const allowed: Decision = { allowed: true }
 
+/** What a limiter asks its store for: up to `count` (default 1) starts of `key` at `now`. */
+export interface TryAcquireRequest {
+  readonly key: string
+  readonly now: number
+  readonly limit: number
+  readonly windowMillis: number
+  readonly count?: number | undefined
+}
+
 /**
  * The shared state of a limiter: a sliding-window log of start instants per key, plus a pause instant per key.
  * Both operations must be atomic per key. `now` is the caller's clock; a store shared by several processes may use
@@ -58,13 +67,7 @@ export interface RateLimiterStore<E = never> {
    * `limit` starts remain (with the earliest instant a retry can succeed), else records `min(count, limit - remaining)`
    * starts at `now` (`count` defaults to 1; a store that ignores it grants one, which is correct, only slower).
    */
-  readonly tryAcquire: (request: {
-    readonly key: string
-    readonly now: number
-    readonly limit: number
-    readonly windowMillis: number
-    readonly count?: number | undefined
-  }) => Effect.Effect<Decision, E>
+  readonly tryAcquire: (request: TryAcquireRequest) => Effect.Effect<Decision, E>
   /**
    * `tryAcquire` answered on the spot, for a store in this process: the limiter then checks without building an effect
    * (the uncontended acquire is the hot path).

@@ -16,6 +16,25 @@ const busiestWindow = (starts: ReadonlyArray<Start>, perMillis: number) =>
   )
 
 /** Forks one acquire per id (in id order), each recording its start instant once admitted. */
+/**
+ * Forks `head`, a caller of `key` that, once admitted, interrupts `doomed` (the caller queued right behind it) before
+ * `doomed` can run; `arm` tells the head which fiber that is.
+ */
+const headInterruptingNext = <E>(limiter: RateLimiter.RateLimiter<E>, key: string) =>
+  Effect.gen(function*() {
+    const handedOver = yield* Deferred.make<Fiber.RuntimeFiber<void, E>>()
+    const head = yield* Effect.fork(
+      limiter.acquire(key).pipe(
+        Effect.zipRight(Deferred.await(handedOver)),
+        Effect.flatMap((doomed) => Effect.sync(() => doomed.unsafeInterruptAsFork(FiberId.none)))
+      )
+    )
+    yield* Effect.yieldNow()
+    const doomed = yield* Effect.fork(limiter.acquire(key))
+    yield* Effect.yieldNow()
+    return { head, doomed, arm: Deferred.succeed(handedOver, doomed) }
+  })
+
 const forkStarts = (limiter: RateLimiter.RateLimiter, key: string, ids: ReadonlyArray<number>) =>
   Effect.gen(function*() {
     const starts: Array<Start> = []
@@ -204,19 +223,10 @@ describe("RateLimiter", () => {
     Effect.gen(function*() {
       const limiter = yield* RateLimiter.make({ limit: 1, per: "1 second" })
       yield* limiter.acquire("k")
-      const handedOver = yield* Deferred.make<Fiber.RuntimeFiber<void>>()
       // Admitted at 1 s, the head makes `doomed` the new head, then (before `doomed` can run) interrupts it.
-      const head = yield* Effect.fork(
-        limiter.acquire("k").pipe(
-          Effect.zipRight(Deferred.await(handedOver)),
-          Effect.flatMap((doomed) => Effect.sync(() => doomed.unsafeInterruptAsFork(FiberId.none)))
-        )
-      )
-      yield* Effect.yieldNow()
-      const doomed = yield* Effect.fork(limiter.acquire("k"))
-      yield* Effect.yieldNow()
+      const { arm, doomed, head } = yield* headInterruptingNext(limiter, "k")
       const { starts } = yield* forkStarts(limiter, "k", [3])
-      yield* Deferred.succeed(handedOver, doomed)
+      yield* arm
       yield* TestClock.adjust(Duration.seconds(1))
       yield* Fiber.join(head)
       assert.isTrue(Exit.isInterrupted(yield* Fiber.await(doomed)))
@@ -334,18 +344,9 @@ describe("RateLimiter", () => {
       const limiter = yield* RateLimiter.make({ limit: 2, per: "1 second", store })
       yield* limiter.acquire("k")
       yield* limiter.acquire("k")
-      const handedOver = yield* Deferred.make<Fiber.RuntimeFiber<void>>()
       // At 1 s the head is granted a block of two, for itself and `doomed`, then interrupts `doomed` before it runs.
-      const head = yield* Effect.fork(
-        limiter.acquire("k").pipe(
-          Effect.zipRight(Deferred.await(handedOver)),
-          Effect.flatMap((doomed) => Effect.sync(() => doomed.unsafeInterruptAsFork(FiberId.none)))
-        )
-      )
-      yield* Effect.yieldNow()
-      const doomed = yield* Effect.fork(limiter.acquire("k"))
-      yield* Effect.yieldNow()
-      yield* Deferred.succeed(handedOver, doomed)
+      const { arm, doomed, head } = yield* headInterruptingNext(limiter, "k")
+      yield* arm
       yield* TestClock.adjust(Duration.seconds(1))
       yield* Fiber.join(head)
       assert.isTrue(Exit.isInterrupted(yield* Fiber.await(doomed)))

@@ -142,8 +142,6 @@ const statementSize = (left: number) => {
   return n < SHAPE_STEP ? n : n - (n % SHAPE_STEP)
 }
 
-/** Rows per multi-row INSERT: well under SQLite's and PostgreSQL's bound-parameter limits. */
-const INSERT_CHUNK = 500
 /** Targets per INSERT ... SELECT FROM a JSON array (one parameter, whatever the count). */
 const TARGETS_PER_STATEMENT = 50_000
 
@@ -403,9 +401,8 @@ export class JobRepo extends Effect.Service<JobRepo>()("spindle/JobRepo", {
           target_id: w.fence.targetId,
           ...w.page
         }))
-        for (let start = 0; start < rows.length; start += INSERT_CHUNK) {
-          yield* sql`INSERT INTO pages ${sql.insert(rows.slice(start, start + INSERT_CHUNK))}
-            ON CONFLICT (target_id, page_no) DO NOTHING`
+        if (rows.length > 0) {
+          yield* sql`INSERT INTO pages ${sql.insert(rows)} ON CONFLICT (target_id, page_no) DO NOTHING`
         }
         return ids as ReadonlySet<string>
       })

@@ -8,7 +8,7 @@
  * the caller's clock (`callerNow + (storeRetryAt - storeNow)`), and a `pauseUntil` instant is sent as a delay from the
  * caller's `now`. Only `at` (the instant a start was recorded) stays in the store's clock, for audits and tests.
  */
-import type { RateLimiterStore } from "@spindle/core/RateLimiter"
+import type { RateLimiterStore, TryAcquireRequest } from "@spindle/core/RateLimiter"
 import { Data, Duration, Effect, Schedule } from "effect"
 
 export type Backend = "postgres" | "sqlite" | "redis"
@@ -37,13 +37,7 @@ export type SharedDecision =
 export interface SharedRateLimiterStore<E = LimitStoreError> extends RateLimiterStore<E> {
   readonly backend: Backend
   /** Up to `count` (default 1) starts in one round trip: see `RateLimiterStore.tryAcquire`. */
-  readonly tryAcquire: (request: {
-    readonly key: string
-    readonly now: number
-    readonly limit: number
-    readonly windowMillis: number
-    readonly count?: number | undefined
-  }) => Effect.Effect<SharedDecision, E>
+  readonly tryAcquire: (request: TryAcquireRequest) => Effect.Effect<SharedDecision, E>
 }
 
 /** The decision for a block of `count` starts of which `granted` (≥ 1) were recorded at `at`. */
