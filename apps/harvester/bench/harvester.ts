@@ -5,8 +5,8 @@
  * per run on 127.0.0.1:5432, dropped after).
  *
  * Contenders, each run in its own child process (peak RSS = its `process.resourceUsage().maxRSS` at exit):
- * - harvester: the real CLI, `src/bin.ts run --file targets.jsonl --concurrency 50 ...` (SQLite through `--db`,
- *   PostgreSQL through `DATABASE_URL`); its time is the job's own, created → finished, read from its database
+ * - harvester: the real CLI, built first (`bin/harvester.mjs run --file targets.jsonl --concurrency 50 ...` runs
+ *   `dist/harvester.mjs`: support/Build.ts; SQLite through `--db`, PostgreSQL through `DATABASE_URL`); its time is the job's own, created → finished, read from its database
  *   (target insertion included, process start-up excluded; the wall time column includes start-up), with its
  *   default limits (`HARVESTER_LIMITS=auto`: per-host limits shared through PostgreSQL on PostgreSQL, in memory on
  *   SQLite); `harvester-memory` (PostgreSQL only) is the same with `HARVESTER_LIMITS=memory`;
@@ -29,6 +29,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { cpus, loadavg, tmpdir, totalmem } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
+import { buildHarvester, harvesterBin } from "./support/Build.js"
 import type { ChildReport } from "./support/Report.js"
 import { parseReport } from "./support/Report.js"
 import type { Database, Stored } from "./support/Store.js"
@@ -245,7 +246,7 @@ const commandOf = (contender: Contender, db: Database, dir: string, port: number
           "tsx",
           "--import",
           pathToFileURL(join(support, "exit-report.ts")).href,
-          join(root, "apps", "harvester", "src", "bin.ts"),
+          harvesterBin,
           "run",
           "--file",
           writeTargets(dir, port, pages),
@@ -573,6 +574,7 @@ const program = Effect.gen(function*() {
         `at 20k in trials), so compare only at the same count.`
     )
   }
+  if (settings.contenders.some((name) => name.startsWith("harvester"))) yield* buildHarvester
   const upstream = yield* startUpstream
   yield* Console.log(
     `harvester bench: ${settings.pages} pages, ${settings.runs} run(s), ${databases.join("+")}, ` +

@@ -2,7 +2,8 @@
  * `npm run bench -- scaleout`: several `harvester serve` instances on one PostgreSQL.
  *
  * 1. Pages/s with 1, 2 and 3 instances: a fresh `bench_<random>` database per run on 127.0.0.1:5432 (dropped after),
- *    N real `harvester serve` processes on it (the first starts alone: it runs the migrations), one job of
+ *    N real `harvester serve` processes on it (`bin/harvester.mjs`, built first: support/Build.ts; the first starts
+ *    alone: it runs the migrations), one job of
  *    SPINDLE_BENCH_SCALEOUT_PAGES (default 4800) single-page targets created through the first instance's API,
  *    against a node:http upstream in its own process answering after 20 ms. Job options: concurrency 50 per instance,
  *    per-host concurrency 50 × 3 (so the shared bound never caps three instances), rate 100000/1s (never reached).
@@ -16,7 +17,7 @@
  *    machine; 4800 pages take several seconds per job.
  * 2. Claim throughput: `JobRepo.claim` straight against PostgreSQL (this process), 20k pending targets claimed in
  *    batches of 10/50/100 by 1 or 4 concurrent claimers until none is left; and the whole cycle (claim a batch, then
- *    store a page for each claimed target, fenced, in one transaction of two statements — what the engine does).
+ *    store a page for each claimed target, fenced, in one statement — what the engine does).
  *
  * Medians of SPINDLE_BENCH_RUNS (default 3) interleaved rounds (the order of 1/2/3 instances rotates each round).
  */
@@ -33,6 +34,7 @@ import { fileURLToPath } from "node:url"
 import * as Db from "../src/Db/Db.js"
 import type { NewPage } from "../src/Jobs/JobRepo.js"
 import { JobRepo } from "../src/Jobs/JobRepo.js"
+import { buildHarvester, harvesterBin } from "./support/Build.js"
 import { createPgDatabase, dropPgDatabase } from "./support/Store.js"
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -154,7 +156,7 @@ const limitsEnv = (store: LimitsStore, url: string): Record<string, string> =>
 
 const startInstance = (url: string, index: number, store: LimitsStore) =>
   Effect.map(
-    startChild(["src/bin.ts", "serve"], {
+    startChild([harvesterBin, "serve"], {
       PORT: "0",
       DATABASE_URL: url,
       HARVESTER_ALLOW_HOSTS: "127.0.0.1",
@@ -351,6 +353,7 @@ const claimBench = (runs: number) =>
 const program = Effect.gen(function*() {
   const config = yield* BenchConfig
   const started = Date.now()
+  yield* buildHarvester
   const upstreamPort = yield* startUpstream
   const harvests: Array<HarvestSample> = []
   for (let round = 1; round <= config.runs; round++) {

@@ -1,7 +1,7 @@
 /**
- * Db — the harvester's SqlClient: an embedded SQLite file (WAL, synchronous=NORMAL) by default, PostgreSQL when
- * `DATABASE_URL` is set. Each layer runs the migrations through its driver's Migrator before anything uses it, so a
- * service that depends on `SqlClient` sees the schema.
+ * Db — the harvester's SqlClient: an embedded SQLite file (WAL, synchronous=NORMAL, on a thread of its own:
+ * `SqliteWorker`) by default, PostgreSQL when `DATABASE_URL` is set. Each layer runs the migrations through the
+ * Migrator before anything uses it, so a service that depends on `SqlClient` sees the schema.
  *
  * Adds beyond @effect/sql: the choice by configuration, the data directory created on demand, the pragmas, and one
  * startup error (`DatabaseUnavailable`) instead of driver-specific ones.
@@ -9,12 +9,12 @@
 import { Reactivity } from "@effect/experimental"
 import { FileSystem, Path } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
-import { SqlClient } from "@effect/sql"
+import { Migrator, SqlClient } from "@effect/sql"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
-import { SqliteClient, SqliteMigrator } from "@effect/sql-sqlite-node"
 import { Config, Context, Data, Duration, Effect, Layer, Option, Redacted } from "effect"
 import init from "./migrations/0001_init.js"
 import failedPages from "./migrations/0002_failed_pages.js"
+import * as SqliteWorker from "./SqliteWorker.js"
 
 /** The database could not be opened, reached or migrated. */
 export class DatabaseUnavailable extends Data.TaggedError("DatabaseUnavailable")<{
@@ -25,7 +25,7 @@ export class DatabaseUnavailable extends Data.TaggedError("DatabaseUnavailable")
 
 export const DEFAULT_SQLITE_PATH = "./data/harvester.db"
 
-const loader = SqliteMigrator.fromRecord({ "0001_init": init, "0002_failed_pages": failedPages })
+const loader = Migrator.fromRecord({ "0001_init": init, "0002_failed_pages": failedPages })
 
 const unavailable = (database: string) => (cause: { readonly message: string }) =>
   new DatabaseUnavailable({ database, message: `${database}: ${cause.message}`, cause })
@@ -41,14 +41,14 @@ export const layerSqlite = (filename: string): Layer.Layer<SqlClient.SqlClient, 
       }
       // Room for every shape of the page writer's statements (PageWriter: sizes in steps of 16, plus 1–15) besides
       // the rest: a statement prepared again costs ~0.15 ms (the default cache of 200 thrashed under load).
-      const sql = yield* SqliteClient.make({ filename, prepareCacheSize: 1000 })
+      const sql = yield* SqliteWorker.make({ filename, prepareCacheSize: 1000 })
       yield* sql`PRAGMA synchronous = NORMAL`
       yield* sql`PRAGMA busy_timeout = 10000`
       yield* sql`PRAGMA foreign_keys = ON`
-      return Context.make(SqliteClient.SqliteClient, sql).pipe(Context.add(SqlClient.SqlClient, sql))
+      return Context.make(SqlClient.SqlClient, sql)
     })
   ).pipe(Layer.provide(Reactivity.layer))
-  const migrations = Layer.effectDiscard(SqliteMigrator.run({ loader }))
+  const migrations = Layer.effectDiscard(Migrator.make({})({ loader }))
   return migrations.pipe(
     Layer.provideMerge(client),
     Layer.provide(NodeContext.layer),

@@ -74,7 +74,7 @@ export interface EngineSettings {
   readonly leaseTtl: Duration.Duration
   /** How often running jobs are looked for and expired leases reaped. */
   readonly scanEvery: Duration.Duration
-  /** Targets claimed per query; 0 chooses from the job's concurrency (10–50). */
+  /** Targets claimed per query; 0: from the job's concurrency (10–200), growing to 1000 when workers run dry. */
   readonly claimBatch: number
   /** How long in-flight targets may run on at shutdown before they are interrupted. */
   readonly shutdownGrace: Duration.Duration
@@ -157,11 +157,18 @@ class LeaseLost extends Data.TaggedError("LeaseLost")<{ readonly targetId: strin
 const decodeOptions = Schema.decodeUnknown(Schema.parseJson(JobOptions))
 
 /**
- * Claim size for a job: twice its concurrency, within 10–200 (a claim costs a round trip plus ~5 µs a row on SQLite;
- * batches of 10–100 claim 10–55k targets/s on PostgreSQL: PERF-NOTES "PostgreSQL work claiming", bench/scaleout).
+ * First claim size for a job: twice its concurrency, within 10–200 (a claim costs a round trip plus ~5 µs a row on
+ * SQLite; batches of 10–100 claim 10–55k targets/s on PostgreSQL: PERF-NOTES "PostgreSQL work claiming",
+ * bench/scaleout). `HARVESTER_CLAIM_BATCH` fixes it.
  */
 const claimSize = (settings: EngineSettings, concurrency: number) =>
   settings.claimBatch > 0 ? settings.claimBatch : Math.min(200, Math.max(10, 2 * concurrency))
+
+/**
+ * How far a claim size may grow when the workers run dry: a claim waits behind the page writer's transaction (on
+ * SQLite a round trip to its thread, 5–20 ms under load), and at 10k pages/s a buffer of 100 lasts 10 ms.
+ */
+const MAX_CLAIM = 1000
 
 export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
   scoped: Effect.gen(function*() {
@@ -412,8 +419,22 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
         // "Concurrency"). Requests in flight are bounded by `hosts` (global = the job's concurrency) and by the pool.
         // A single-page target's worker queues the page for the writer and goes on; a paginated target's worker
         // waits for each page's commit (it must know it still holds the lease before it fetches the next page).
-        const batch = claimSize(settings, options.concurrency)
         const workers = options.concurrency
+        /**
+         * Claim size, and how few claimed targets left start the next claim. Both double (to MAX_CLAIM) each time a
+         * worker finds nothing left while a claim is under way: a fast host outruns the claims, a slow or
+         * rate-limited one never does and keeps small claims (the other instances get their share of the targets).
+         */
+        let batch = claimSize(settings, options.concurrency)
+        let ahead = workers
+        /** Whether the claim under way already grew the sizes (once per claim, however many workers wait). */
+        let grown = false
+        const ranDry = () => {
+          if (grown || settings.claimBatch > 0 || batch >= MAX_CLAIM) return
+          grown = true
+          batch = Math.min(MAX_CLAIM, batch * 2)
+          ahead = Math.max(workers, Math.floor(batch / 2))
+        }
         /** Claimed (leased here), not yet started; handed back with the leases if the runner stops. */
         const claimed: Array<TargetRow> = []
         let next = 0
@@ -421,9 +442,10 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
         const claimLock = yield* Effect.makeSemaphore(1)
         /** Claims the next batch once the buffer runs low (one claim at a time; the others go on meanwhile). */
         const refill = claimLock.withPermits(1)(Effect.suspend(() =>
-          exhausted || draining || claimed.length - next > workers
+          exhausted || draining || claimed.length - next > ahead
             ? Effect.void
             : Effect.map(repo.claim(row.id, owner, leaseTtlMillis, batch), (targets) => {
+              grown = false
               if (targets.length === 0) exhausted = true
               claimed.splice(0, next)
               next = 0
@@ -444,13 +466,19 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
             }
             const left = claimed.length - next
             if (left === 0) {
-              return exhausted ? Effect.void : Effect.zipRight(refill, Effect.suspend(loop))
+              if (exhausted) {
+                return Effect.void
+              }
+              if (claiming) {
+                ranDry()
+              }
+              return Effect.zipRight(refill, Effect.suspend(loop))
             }
             const target = claimed[next++]!
             holding = true
             busy++
             const work = Effect.zipRight(processTarget(target), Effect.suspend(loop))
-            if (left > workers || exhausted || claiming) {
+            if (left > ahead || exhausted || claiming) {
               return work
             }
             // Running low: this worker claims the next batch before it starts its target (none of the others waits).

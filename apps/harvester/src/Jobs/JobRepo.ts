@@ -358,7 +358,62 @@ export class JobRepo extends Effect.Service<JobRepo>()("spindle/JobRepo", {
     const storePages = (
       writes: ReadonlyArray<{ readonly fence: Fence; readonly page: NewPage; readonly done: boolean }>
     ): Effect.Effect<ReadonlySet<string>> =>
-      writes.length === 0 ? Effect.succeed(new Set()) : sql.withTransaction(
+      writes.length === 0
+        ? Effect.succeed(new Set())
+        : sql.onDialectOrElse({ pg: () => storePg(writes), orElse: () => storeInTransaction(writes) })
+
+    /**
+     * PostgreSQL: one statement (atomic by itself) whatever the count: the writes travel as one JSON parameter
+     * (`json_to_recordset`), the fenced UPDATE's RETURNING feeds the INSERT in the same statement. Two statements
+     * per 256 pages in a transaction cost ~8 round trips per 1024 pages, each waiting for a busy event loop (76 ms per
+     * transaction at 20k pages), and binding 12 parameters per page cost more CPU than the JSON text.
+     */
+    const storePg = (
+      writes: ReadonlyArray<{ readonly fence: Fence; readonly page: NewPage; readonly done: boolean }>
+    ): Effect.Effect<ReadonlySet<string>> => {
+      const owner = writes[0]!.fence.owner
+      const rows = JSON.stringify(writes.map((w) => ({
+        target_id: w.fence.targetId,
+        attempt: w.fence.attempt,
+        next_page: w.page.page_no + 1,
+        done: w.done,
+        job_id: w.fence.jobId,
+        ...w.page
+      })))
+      return sql<{ readonly id: string }>`WITH w AS (
+          SELECT * FROM json_to_recordset(CAST(${rows} AS JSON)) AS w(
+            target_id TEXT, attempt INTEGER, next_page INTEGER, done BOOLEAN, job_id TEXT, page_no INTEGER,
+            url TEXT, status INTEGER, headers TEXT, body TEXT, bytes INTEGER, duration_ms DOUBLE PRECISION,
+            attempts INTEGER, error TEXT, error_message TEXT, fetched_at BIGINT)
+        ), owned AS (
+          UPDATE targets SET
+            next_page = w.next_page,
+            status = CASE WHEN w.done THEN 'done' ELSE targets.status END,
+            lease_owner = CASE WHEN w.done THEN NULL ELSE targets.lease_owner END,
+            lease_expires_at = CASE WHEN w.done THEN NULL ELSE targets.lease_expires_at END,
+            updated_at = ${now}
+          FROM w
+          WHERE targets.id = w.target_id AND targets.attempt = w.attempt AND targets.lease_owner = ${owner}
+          RETURNING targets.id AS id
+        ), stored AS (
+          INSERT INTO pages (job_id, target_id, page_no, url, status, headers, body, bytes, duration_ms, attempts,
+            error, error_message, fetched_at)
+          SELECT w.job_id, w.target_id, w.page_no, w.url, w.status, w.headers, w.body, w.bytes, w.duration_ms,
+            w.attempts, w.error, w.error_message, w.fetched_at
+          FROM w JOIN owned ON owned.id = w.target_id
+          ON CONFLICT (target_id, page_no) DO NOTHING
+        )
+        SELECT id FROM owned`.pipe(
+        Effect.map((owned) => new Set(owned.map((row) => row.id)) as ReadonlySet<string>),
+        Effect.orDie
+      )
+    }
+
+    /** SQLite: two statements per 256 pages (VALUES lists), in one transaction. */
+    const storeInTransaction = (
+      writes: ReadonlyArray<{ readonly fence: Fence; readonly page: NewPage; readonly done: boolean }>
+    ): Effect.Effect<ReadonlySet<string>> =>
+      sql.withTransaction(
         Effect.gen(function*() {
           const owned = new Set<string>()
           for (let start = 0; start < writes.length;) {
