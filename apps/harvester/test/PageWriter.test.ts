@@ -121,6 +121,23 @@ for (const db of Databases.all) {
           assert.strictEqual(yield* pagesOf("pw-full"), 3)
         }))
 
+      it.scoped("unsafeWrite queues from plain code and wakes the writer; refuses (queues nothing) when full", () =>
+        Effect.gen(function*() {
+          const repo = yield* JobRepo
+          const writer = yield* PageWriter.make(repo, { maxQueued: 2 })
+          const [a, b, c] = yield* claimedJob("pw-unsafe", 3)
+          const { sink, stored } = recordingSink()
+          assert.isTrue(writer.unsafeWrite(fenceOf(a!), page(a!.url), true, sink))
+          assert.isTrue(writer.unsafeWrite(fenceOf(b!), page(b!.url), true, sink))
+          assert.isFalse(writer.unsafeWrite(fenceOf(c!), page(c!.url), true, sink), "two queued: full")
+          yield* pastLinger(writer.flush)
+          assert.deepStrictEqual(stored, [[a!.id, true], [b!.id, true]])
+          assert.isTrue(writer.unsafeWrite(fenceOf(c!), page(c!.url), true, sink), "room again after the commit")
+          yield* pastLinger(writer.flush)
+          assert.strictEqual(yield* pagesOf("pw-unsafe"), 3)
+          assert.deepStrictEqual(yield* statusOf(c!.id), { status: "done", lease_owner: null })
+        }))
+
       it.scoped("a failing transaction breaks its sinks and fails flush; nothing of it is stored", () =>
         Effect.gen(function*() {
           const repo = yield* JobRepo

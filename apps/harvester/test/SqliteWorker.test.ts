@@ -1,6 +1,7 @@
 import { Reactivity } from "@effect/experimental"
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql"
+import { SqliteClient } from "@effect/sql-sqlite-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Deferred, Effect, Exit, Fiber, Option, Scope } from "effect"
 import { mkdtempSync, readdirSync, rmSync } from "node:fs"
@@ -144,6 +145,29 @@ describe("SqliteWorker", () => {
         assert.isAtMost(rows, 200)
         assert.isTrue(exits.every((exit) => Exit.isSuccess(exit) || Cause.isInterruptedOnly(exit.cause)))
         assert.deepStrictEqual(yield* sql`SELECT 1 AS one`, [{ one: 1 }])
+      })
+    ))
+
+  it.scoped("batchOf runs statements in one transaction, as one message: all of them, or none", () =>
+    withClient((sql) =>
+      Effect.gen(function*() {
+        const batch = Option.getOrThrow(SqliteWorker.batchOf(sql))
+        const results = yield* batch([
+          sql`INSERT INTO items (name) VALUES ('a'), ('b')`,
+          sql`SELECT name FROM items ORDER BY id`,
+          sql`UPDATE items SET name = name || '!' RETURNING name`
+        ])
+        assert.deepStrictEqual(results, [[], [{ name: "a" }, { name: "b" }], [{ name: "a!" }, { name: "b!" }]])
+        const failed = yield* Effect.flip(
+          batch([sql`INSERT INTO items (name) VALUES ('c')`, sql`INSERT INTO items (name) VALUES ('a!')`])
+        )
+        assert.strictEqual(causeCode(failed), "SQLITE_CONSTRAINT_UNIQUE")
+        assert.deepStrictEqual(yield* names(sql), ["a!", "b!"], "the failed batch was rolled back")
+        // Inside a transaction of the same connection it would wait for itself: it refuses (a defect).
+        const inside = yield* Effect.exit(sql.withTransaction(batch([sql`SELECT 1`])))
+        assert.isTrue(Exit.isFailure(inside) && Cause.isDie(inside.cause))
+        const other = yield* SqliteClient.make({ filename: ":memory:" }).pipe(Effect.provide(Reactivity.layer))
+        assert.isTrue(Option.isNone(SqliteWorker.batchOf(other)), "another client has no batch")
       })
     ))
 

@@ -90,6 +90,26 @@ describe("SsrfGuard.check", () => {
     }))
 })
 
+describe("SsrfGuard.guardNow", () => {
+  it.live("answers at once for allowed hosts and IP literals; a host name only once the guard let it through", () =>
+    Effect.gen(function*() {
+      const guard = SsrfGuard.make(["127.0.0.1", "::1", "allowed.example"])
+      assert.isTrue(guard.guardNow(new URL("http://allowed.example/x")), "an allowed name, never resolved")
+      assert.isTrue(guard.guardNow(new URL("http://127.0.0.1:9/x")))
+      assert.isFalse(guard.guardNow(new URL("http://127.0.0.2:9/x")), "a loopback address not allowed")
+      assert.isFalse(guard.guardNow(new URL("http://[fc00::1]:9/x")), "a private IPv6 address")
+      // localhost resolves to an allowed address: unknown until the guard (with its DNS lookup) let it through.
+      assert.isFalse(guard.guardNow(new URL("http://localhost:9/x")))
+      yield* guard.guard(new URL("http://localhost:9/x"))
+      assert.isTrue(guard.guardNow(new URL("http://localhost:9/other")))
+      // A refused name is never remembered as passed.
+      const strict = SsrfGuard.make([])
+      yield* Effect.flip(strict.guard(new URL("http://localhost:9/x")))
+      assert.isFalse(strict.guardNow(new URL("http://localhost:9/x")))
+      assert.isFalse(strict.guardNow(new URL("http://metadata.google.internal/x")))
+    }))
+})
+
 // End to end through HttpFetcher's guard hook, on loopback only: 127.0.0.1 is allowed, 127.0.0.2 is not.
 layer(HttpFetcher.Default, { excludeTestServices: true })("SsrfGuard in HttpFetcher", (it) => {
   it.scoped("allows 127.0.0.1, refuses 127.0.0.2 directly and after a redirect, without contacting it", () =>

@@ -127,11 +127,15 @@ export class InvalidFetchOptions extends Data.TaggedError("InvalidFetchOptions")
 export interface HostRateLimiter {
   readonly acquire: (key: string) => Effect.Effect<void>
   readonly pauseUntil: (key: string, epochMillis: number) => Effect.Effect<void>
+  /** A start taken at once, or `false` (nothing taken): lets `prepareLane` start a request without a fiber. */
+  readonly tryAcquireNow?: ((key: string) => boolean) | undefined
 }
 
 /** What the fetcher needs from `@spindle/core/KeyedConcurrency` (any value of that shape fits). */
 export interface HostConcurrency {
   readonly withPermit: (key: string) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /** The permits taken at once and their release, or `undefined` (nothing taken): for `prepareLane`. */
+  readonly tryAcquireNow?: ((key: string) => (() => void) | undefined) | undefined
 }
 
 export type ResponseType = "json" | "text" | "bytes"
@@ -163,6 +167,11 @@ export interface FetchOptions {
   readonly concurrency?: HostConcurrency
   /** Called with the URL before the request and before every redirect hop (the SSRF guard plugs in here). */
   readonly guard?: (url: URL) => Effect.Effect<void, RequestBlocked>
+  /**
+   * The guard's answer at once when it has one: `true` when `guard` would let the URL through without waiting;
+   * `false` when it cannot tell now or would refuse (then `guard` decides). Only `prepareLane` asks it.
+   */
+  readonly guardNow?: ((url: URL) => boolean) | undefined
 }
 
 export interface GetOptions<A, I> extends FetchOptions {
@@ -201,6 +210,7 @@ interface Resolved {
   readonly rateLimiter: HostRateLimiter | undefined
   readonly concurrency: HostConcurrency | undefined
   readonly guard: ((url: URL) => Effect.Effect<void, RequestBlocked>) | undefined
+  readonly guardNow: ((url: URL) => boolean) | undefined
   readonly decode: ((input: unknown) => Either.Either<unknown, ParseResult.ParseError>) | undefined
 }
 
@@ -249,6 +259,7 @@ const resolveOptions = <A, I>(options: GetOptions<A, I> | undefined): Either.Eit
     rateLimiter: o.rateLimiter,
     concurrency: o.concurrency,
     guard: o.guard,
+    guardNow: o.guardNow,
     decode: schema === undefined ? undefined : Schema.decodeUnknownEither(schema, { errors: "first" })
   })
 }
@@ -329,7 +340,11 @@ interface Outcome extends RawResponse {
 /** Starts one exchange; `inflight`, when given, replaces the per-request interruption hook (see `fetchAll`). */
 type Exchange = (url: URL, o: Resolved, timeout: Timeout, inflight?: Set<Cancellable>) => Effect.Effect<Outcome>
 
-interface Cancellable {
+/** Starts one exchange now, outside any fiber; `onOutcome` runs once when it ends, never after `cancel`. */
+type StartExchange = (url: URL, o: Resolved, timeout: Timeout, onOutcome: (outcome: Outcome) => void) => Cancellable
+
+/** A request in flight that can be aborted (its connection closed). */
+export interface Cancellable {
   readonly cancel: () => void
 }
 
@@ -446,6 +461,25 @@ const undiciExchange = (dispatcher: Undici.Dispatcher): Exchange => (url, o, tim
     }
     return inflight === undefined ? Effect.sync(() => handler.cancel()) : undefined
   })
+
+const undiciStart = (dispatcher: Undici.Dispatcher): StartExchange => (url, o, timeout, onOutcome) => {
+  const handler: ExchangeHandler = new ExchangeHandler(
+    url.href,
+    o.maxBytes,
+    timeout,
+    () => onOutcome(handler),
+    undefined
+  )
+  try {
+    dispatcher.dispatch(
+      { origin: url.origin, path: url.pathname + url.search, method: "GET", headers: o.headers ?? null },
+      handler
+    )
+  } catch (cause) {
+    handler.fail(transportError(url.href, cause))
+  }
+  return handler
+}
 
 const fromClientError = (url: string, error: HttpClientError.HttpClientError) =>
   transportError(url, error.cause ?? error)
@@ -611,7 +645,31 @@ type Attempt = Effect.Effect<readonly [URL, RawResponse], AttemptError>
 const outcomeToEffect = (outcome: Outcome): Effect.Effect<RawResponse, ExchangeError> =>
   outcome.error === undefined ? Effect.succeed(outcome) : Effect.fail(outcome.error)
 
-const makeGet = (exchange: Exchange) => {
+/** How a lane's request ended: the result of a plain 2xx, or the rest of the GET (retries, redirects...) to run. */
+export type LaneOutcome<A> =
+  | { readonly _tag: "Done"; readonly result: FetchResult<A> }
+  | { readonly _tag: "Continue"; readonly effect: Effect.Effect<FetchResult<A>, FetchError> }
+
+/** See `HttpFetcher.prepareLane`. */
+export interface Lane<A> {
+  /** The GET as an effect: the same as `prepare`'s function. */
+  readonly get: (url: string) => Effect.Effect<FetchResult<A>, FetchError>
+  /**
+   * Starts the GET's first attempt now, from plain code, when every hook answers at once: the guard (`guardNow`),
+   * the concurrency permits and the rate slot (`tryAcquireNow`), taken in that order as `get` takes them. `onDone`
+   * then runs once, from a callback: `Done` for a plain 2xx; `Continue` with the rest of the GET as an effect
+   * (retries with their backoff, redirects, the final error), which the caller runs. Returns the request (`cancel`
+   * aborts it, gives its permits back, and `onDone` never runs), or `undefined` when it could not start at once,
+   * having taken nothing: the caller runs `get(url)`. `deadlineAt` (epoch ms) bounds the timeout like a `Deadline`.
+   */
+  readonly start: (
+    url: string,
+    onDone: (outcome: LaneOutcome<A>) => void,
+    deadlineAt?: number
+  ) => Cancellable | undefined
+}
+
+const makeGet = (exchange: Exchange, startExchange: StartExchange | undefined) => {
   /** One hop of an attempt: guard, per-host limits, the exchange, then the response classified. */
   const hop = (current: URL, hops: number, o: Resolved, timeout: Timeout): Attempt => {
     const host = hostOf(current)
@@ -772,7 +830,59 @@ const makeGet = (exchange: Exchange) => {
   const fetchOne = <A>(input: string, o: Resolved): Effect.Effect<FetchResult<A>, FetchError> =>
     Effect.flatMap(Deadline.remaining, (remaining) => run<A>(input, o, timeoutFor(remaining, o)))
 
-  return { fetchOne, runEither } as const
+  /** `Lane.start` over resolved options. */
+  const start = <A>(
+    input: string,
+    o: Resolved,
+    onDone: (outcome: LaneOutcome<A>) => void,
+    deadlineAt: number | undefined
+  ): Cancellable | undefined => {
+    if (startExchange === undefined) return undefined
+    const parsed = parseUrl(input)
+    if (Either.isLeft(parsed)) return undefined
+    const url = parsed.right
+    if (o.guard !== undefined && (o.guardNow === undefined || !o.guardNow(url))) return undefined
+    const host = hostOf(url)
+    let release: (() => void) | undefined
+    if (o.concurrency !== undefined) {
+      release = o.concurrency.tryAcquireNow?.(host)
+      if (release === undefined) return undefined
+    }
+    if (o.rateLimiter !== undefined && o.rateLimiter.tryAcquireNow?.(host) !== true) {
+      release?.()
+      return undefined
+    }
+    const giveBack = () => {
+      const permits = release
+      release = undefined
+      permits?.()
+    }
+    const started = Date.now()
+    const timeout = deadlineAt === undefined ? o.timeout : timeoutWithin(deadlineAt - started, o)
+    const request = startExchange(url, o, timeout, (outcome) => {
+      giveBack()
+      if (outcome.error === undefined && outcome.status >= 200 && outcome.status < 300) {
+        const body = decodeBody(url.href, outcome, o)
+        return onDone(
+          Either.isLeft(body)
+            ? { _tag: "Continue", effect: Effect.fail(body.left) }
+            : { _tag: "Done", result: result<A>(input, started, 1, url, outcome, body.right) }
+        )
+      }
+      const first: Attempt = outcome.error !== undefined
+        ? Effect.fail(outcome.error)
+        : classify(url, outcome, 0, o, timeout)
+      onDone({ _tag: "Continue", effect: settle<A>(input, started, url, o, first) })
+    })
+    return {
+      cancel: () => {
+        request.cancel()
+        giveBack()
+      }
+    }
+  }
+
+  return { fetchOne, runEither, start } as const
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -808,10 +918,11 @@ export class HttpFetcher extends Effect.Service<HttpFetcher>()("spindle/HttpFetc
   effect: Effect.gen(function*() {
     const client = yield* HttpClient.HttpClient
     const dispatcher = fastClients.get(client)
-    const { fetchOne, runEither } = makeGet(
+    const { fetchOne, runEither, start } = makeGet(
       dispatcher === undefined
         ? clientExchange(client.pipe(HttpClient.withTracerPropagation(false)))
-        : undiciExchange(dispatcher)
+        : undiciExchange(dispatcher),
+      dispatcher === undefined ? undefined : undiciStart(dispatcher)
     )
 
     const tracedGet = Effect.fn("HttpFetcher.get")(function*<A = unknown, I = unknown>(
@@ -845,6 +956,24 @@ export class HttpFetcher extends Effect.Service<HttpFetcher>()("spindle/HttpFetc
     const prepare = Effect.fn("HttpFetcher.prepare")(function*<A = unknown, I = unknown>(options?: GetOptions<A, I>) {
       const o = yield* resolveCached(options)
       return (url: string): Effect.Effect<FetchResult<A>, FetchError> => fetchOne<A>(url, o)
+    })
+
+    /**
+     * `prepare`, plus a callback lane (`Lane.start`) for a loop that keeps many requests in flight from plain code:
+     * a request that needs no waiting and gets a plain 2xx costs no fiber, no effect and no permit round trip (the
+     * fiber machinery of a GET, ~30 µs of CPU, is more than the request's own; bench/results/harvester.md). Anything
+     * else goes on as an effect, with the same semantics as `get`. Only the undici client of `layerUndici` has the
+     * lane; with another client `start` always answers `undefined`.
+     */
+    const prepareLane = Effect.fn("HttpFetcher.prepareLane")(function*<A = unknown, I = unknown>(
+      options?: GetOptions<A, I>
+    ) {
+      const o = yield* resolveCached(options)
+      const lane: Lane<A> = {
+        get: (url) => fetchOne<A>(url, o),
+        start: (url, onDone, deadlineAt) => start<A>(url, o, onDone, deadlineAt)
+      }
+      return lane
     })
 
     /**
@@ -898,7 +1027,7 @@ export class HttpFetcher extends Effect.Service<HttpFetcher>()("spindle/HttpFetc
       return results
     })
 
-    return { get, prepare, fetchAll } as const
+    return { get, prepare, prepareLane, fetchAll } as const
   }),
   dependencies: [layerUndici]
 }) {}

@@ -64,6 +64,10 @@ export interface Progress {
   readonly succeed: Effect.Effect<void>
   /** One in-flight item failed with an error tagged `tag`. */
   readonly fail: (tag: string) => Effect.Effect<void>
+  /** `start`, done at once: for callback code on a hot path (no effect to run). */
+  readonly unsafeStart: () => void
+  /** `succeed`, done at once: for callback code on a hot path. */
+  readonly unsafeSucceed: () => void
   /**
    * Counts `effect` as one item: in flight while it runs, then done, or failed under its error's `_tag` ("Defect" for
    * a defect, "UnknownError" for an untagged failure). Interrupted: neither, and `inFlight` goes back.
@@ -155,16 +159,26 @@ export const make = Effect.fn("Progress.make")(function*(options: Options = {}) 
       mutate(clock.unsafeCurrentTimeMillis())
       return bump()
     })
+  /** `update` done at once: a waiting subscriber is signalled without an effect. */
+  const unsafeUpdate = (mutate: (now: number) => void) => () => {
+    mutate(clock.unsafeCurrentTimeMillis())
+    version++
+    if (armed) {
+      armed = false
+      signal.unsafeOffer(undefined)
+    }
+  }
 
-  const start = update((now) => {
+  const onStart = (now: number) => {
     touch(now)
     inFlight++
-  })
-
-  const succeed = update((now) => {
+  }
+  const onSuccess = (now: number) => {
     recordCompletion(now)
     done++
-  })
+  }
+  const start = update(onStart)
+  const succeed = update(onSuccess)
 
   const fail = (tag: string) =>
     update((now) => {
@@ -232,7 +246,17 @@ export const make = Effect.fn("Progress.make")(function*(options: Options = {}) 
     )
   }))
 
-  return { addTotal, start, succeed, fail, track, snapshot, changes } satisfies Progress
+  return {
+    addTotal,
+    start,
+    succeed,
+    fail,
+    unsafeStart: unsafeUpdate(onStart),
+    unsafeSucceed: unsafeUpdate(onSuccess),
+    track,
+    snapshot,
+    changes
+  } satisfies Progress
 })
 
 const formatRate = (perSecond: number) => `${perSecond.toFixed(perSecond >= 100 ? 0 : 1)}/s`

@@ -103,6 +103,12 @@ export interface RateLimiter<E = never> {
   readonly per: Duration.Duration
   /** Waits, first come first served among the callers of `key`, until a start for `key` is allowed, and takes it. */
   readonly acquire: (key: string) => Effect.Effect<void, E>
+  /**
+   * Takes a start for `key` at once and returns `true` when the store answers synchronously (the memory store), no
+   * caller of `key` is waiting (none is overtaken) and the window has room; `false` otherwise, having taken nothing
+   * (then `acquire`). For callback code on a hot path (`HttpFetcher.prepareLane`).
+   */
+  readonly tryAcquireNow: (key: string) => boolean
   /** No start for `key` before `epochMillis` (Retry-After); a later pause extends, an earlier one never shortens. */
   readonly pauseUntil: (key: string, epochMillis: number) => Effect.Effect<void, E>
   /** `acquire(key)`, then the effect. */
@@ -114,44 +120,62 @@ export interface RateLimiter<E = never> {
 /** The limiter as a service, for an application that shares one limiter (keyed by host) between its parts. */
 export const RateLimiter: Context.Tag<RateLimiter, RateLimiter> = Context.GenericTag<RateLimiter>("spindle/RateLimiter")
 
-/** Starts of one key, oldest first, in a ring buffer that grows up to the largest count seen (at most the limit). */
+/** Starts of one key, oldest first, in a ring buffer of (instant, starts) that grows to the most instants seen. */
 class StartLog {
+  /** Instants, oldest first, in a ring; several starts at one instant share an entry (`counts`). */
   times: Array<number> = []
+  counts: Array<number> = []
   head = 0
+  entries = 0
+  /** Starts in the log. */
   count = 0
   startsExpireAt = 0
   pausedUntil = 0
 
   dropUpTo(cutoff: number) {
     const times = this.times
-    while (this.count > 0 && times[this.head] <= cutoff) {
+    while (this.entries > 0 && times[this.head]! <= cutoff) {
+      this.count -= this.counts[this.head]!
       this.head = this.head + 1 === times.length ? 0 : this.head + 1
-      this.count--
+      this.entries--
     }
   }
 
   oldest() {
-    return this.times[this.head]
-  }
-
-  /** Records `n` starts at `instant`. */
-  pushMany(instant: number, n: number) {
-    for (let i = 0; i < n; i++) this.push(instant)
+    return this.times[this.head]!
   }
 
   push(instant: number) {
+    this.pushMany(instant, 1)
+  }
+
+  /** Records `n` starts at `instant` (never earlier than the last one: the clock only moves on). */
+  pushMany(instant: number, n: number) {
+    this.count += n
     const times = this.times
-    if (this.count < times.length) {
-      const tail = this.head + this.count
-      times[tail < times.length ? tail : tail - times.length] = instant
+    if (this.entries > 0) {
+      const last = this.head + this.entries - 1
+      const at = last < times.length ? last : last - times.length
+      if (times[at] === instant) {
+        this.counts[at]! += n
+        return
+      }
+    }
+    if (this.entries < times.length) {
+      const tail = this.head + this.entries
+      const at = tail < times.length ? tail : tail - times.length
+      times[at] = instant
+      this.counts[at] = n
     } else {
       if (this.head !== 0) {
         this.times = times.slice(this.head).concat(times.slice(0, this.head))
+        this.counts = this.counts.slice(this.head).concat(this.counts.slice(0, this.head))
         this.head = 0
       }
       this.times.push(instant)
+      this.counts.push(n)
     }
-    this.count++
+    this.entries++
   }
 }
 
@@ -389,6 +413,10 @@ export const make = <E = never>(options: Options<E>): Effect.Effect<RateLimiter<
           return decision.allowed ? Effect.void : queue(key, decision.retryAt)
         })
 
+    const tryAcquireNow = decide === undefined
+      ? () => false
+      : (key: string) => !lines.has(key) && decide(key, clock.unsafeCurrentTimeMillis(), limit, windowMillis).allowed
+
     const pauseUntil = Effect.fn("RateLimiter.pauseUntil")(function*(key: string, epochMillis: number) {
       if (!Number.isFinite(epochMillis)) {
         return yield* Effect.dieMessage(`RateLimiter.pauseUntil: ${epochMillis} is not an instant`)
@@ -400,6 +428,7 @@ export const make = <E = never>(options: Options<E>): Effect.Effect<RateLimiter<
       limit,
       per,
       acquire,
+      tryAcquireNow,
       pauseUntil,
       withPermit: (key) => (effect) => Effect.zipRight(acquire(key), effect),
       waitingKeys: Effect.sync(() => lines.size)

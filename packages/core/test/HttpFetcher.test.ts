@@ -6,7 +6,7 @@ import type { Tracer } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import * as Deadline from "../src/Deadline.js"
 import { HttpFetcher, RequestBlocked } from "../src/HttpFetcher.js"
-import type { FetchError } from "../src/HttpFetcher.js"
+import type { FetchError, Lane, LaneOutcome } from "../src/HttpFetcher.js"
 import * as KeyedConcurrency from "../src/KeyedConcurrency.js"
 import * as RateLimiter from "../src/RateLimiter.js"
 import type { LoopbackServer } from "./support/LoopbackServer.js"
@@ -346,6 +346,120 @@ describe("HttpFetcher", () => {
     }).pipe(
       Effect.provide(HttpFetcher.DefaultWithoutDependencies.pipe(Layer.provide(NodeHttpClient.layerUndici)))
     ))
+
+  describe("prepareLane: requests started from plain code", () => {
+    /** Starts `url` in the lane; `undefined` when it could not start at once, else the outcome once it ends. */
+    const startIn = <A>(lane: Lane<A>, url: string, deadlineAt?: number) =>
+      Effect.async<LaneOutcome<A> | undefined>((resume) => {
+        const request = lane.start(url, (outcome) => resume(Effect.succeed(outcome)), deadlineAt)
+        if (request === undefined) return resume(Effect.succeed(undefined))
+        return Effect.sync(() => request.cancel())
+      })
+
+    const outcomeTag = <A>(outcome: LaneOutcome<A> | undefined) => outcome?._tag ?? "NotStarted"
+
+    it.scopedLive("a plain 2xx is Done from the callback, decoded; the permits and the rate slot were taken", () =>
+      Effect.gen(function*() {
+        const server = yield* Loopback.make(routes())
+        const fetcher = yield* HttpFetcher
+        const concurrency = yield* KeyedConcurrency.make({ perKey: 1, global: 1 })
+        const rateLimiter = yield* RateLimiter.make({ limit: 2, per: "1 minute" })
+        const lane = yield* fetcher.prepareLane({ schema: User, concurrency, rateLimiter, guard: loopbackOnly })
+        assert.strictEqual(outcomeTag(yield* startIn(lane, server.url("/users/lane"))), "NotStarted", "no guardNow")
+        const guarded = yield* fetcher.prepareLane({
+          schema: User,
+          concurrency,
+          rateLimiter,
+          guard: loopbackOnly,
+          guardNow: (url) => url.hostname === "127.0.0.1"
+        })
+        const done = yield* startIn(guarded, server.url("/users/lane"))
+        assert.strictEqual(done?._tag, "Done")
+        if (done?._tag === "Done") {
+          assert.deepStrictEqual([done.result.body.login, done.result.status, done.result.attempts], ["lane", 200, 1])
+        }
+        assert.strictEqual(yield* concurrency.globalInFlight, 0, "the permits went back")
+        assert.strictEqual(outcomeTag(yield* startIn(guarded, server.url("/users/second"))), "Done")
+        // The window (2 a minute) is spent: the lane cannot start, and takes no permit trying.
+        assert.strictEqual(outcomeTag(yield* startIn(guarded, server.url("/users/third"))), "NotStarted")
+        assert.strictEqual(yield* concurrency.globalInFlight, 0)
+        assert.strictEqual(server.requests.length, 2)
+      }).pipe(Effect.provide(HttpFetcher.Default)))
+
+    it.scopedLive("anything but a plain 2xx is the rest of the GET as an effect: retried, or the final error", () =>
+      Effect.gen(function*() {
+        const server = yield* Loopback.make(routes())
+        const fetcher = yield* HttpFetcher
+        const lane = yield* fetcher.prepareLane({ schema: User, retryBaseDelay: "1 millis" })
+        const flaky = yield* startIn(lane, server.url("/flaky"))
+        assert.strictEqual(flaky?._tag, "Continue")
+        if (flaky?._tag === "Continue") {
+          const result = yield* flaky.effect
+          assert.deepStrictEqual([result.body.login, result.attempts], ["ok", 3], "two 503s, then 200")
+        }
+        const tags: Array<string> = []
+        for (const path of ["/missing", "/malformed", "/mismatch"]) {
+          const outcome = yield* startIn(lane, server.url(path))
+          if (outcome?._tag === "Continue") tags.push((yield* Effect.flip(outcome.effect))._tag)
+        }
+        assert.deepStrictEqual(tags, ["HttpStatusError", "DecodeError", "DecodeError"])
+        const redirected = yield* startIn(lane, server.url("/redirect/1"))
+        assert.strictEqual(redirected?._tag, "Continue")
+        if (redirected?._tag === "Continue") assert.strictEqual((yield* redirected.effect).body.login, "landed")
+      }).pipe(Effect.provide(HttpFetcher.Default)))
+
+    it.scopedLive("cancel aborts the request (its connection closes) and gives the permits back; no callback", () =>
+      Effect.gen(function*() {
+        const server = yield* Loopback.make(routes())
+        const fetcher = yield* HttpFetcher
+        const concurrency = yield* KeyedConcurrency.make({ perKey: 1, global: 1 })
+        const lane = yield* fetcher.prepareLane({ concurrency })
+        let called = false
+        const request = lane.start(server.url("/hang"), () => (called = true))
+        assert.isDefined(request)
+        yield* server.waitUntil(() => server.requests.length === 1)
+        assert.strictEqual(yield* concurrency.globalInFlight, 1)
+        request!.cancel()
+        request!.cancel()
+        assert.strictEqual(yield* concurrency.globalInFlight, 0, "given back once")
+        yield* server.waitUntil(() => server.requestConnectionClosed(0))
+        // Another exchange completes after the abort: the cancelled one never called back.
+        assert.strictEqual(outcomeTag(yield* startIn(lane, server.url("/users/after"))), "Done")
+        assert.isFalse(called)
+        // Interrupting a fiber waiting on the lane (startIn's hook) aborts the same way.
+        const fiber = yield* Effect.fork(startIn(lane, server.url("/hang")))
+        yield* server.waitUntil(() => server.requests.length === 3)
+        yield* Fiber.interrupt(fiber)
+        yield* server.waitUntil(() => server.requestConnectionClosed(2))
+        assert.strictEqual(yield* concurrency.globalInFlight, 0)
+      }).pipe(Effect.provide(HttpFetcher.Default)))
+
+    it.scopedLive("deadlineAt bounds the timeout: a FetchTimeout by the deadline, not retried", () =>
+      Effect.gen(function*() {
+        const server = yield* Loopback.make(routes())
+        const fetcher = yield* HttpFetcher
+        const lane = yield* fetcher.prepareLane({ timeout: "10 seconds" })
+        const outcome = yield* startIn(lane, server.url("/hang"), Date.now() + 100)
+        assert.strictEqual(outcome?._tag, "Continue")
+        if (outcome?._tag === "Continue") {
+          const error = yield* Effect.flip(outcome.effect)
+          assert.strictEqual(error._tag, "FetchTimeout")
+          if (error._tag === "FetchTimeout") assert.isTrue(error.byDeadline)
+        }
+        assert.strictEqual(server.requests.length, 1)
+      }).pipe(Effect.provide(HttpFetcher.Default)))
+
+    it.scopedLive("over another HttpClient the lane never starts; its get still works", () =>
+      Effect.gen(function*() {
+        const server = yield* Loopback.make(routes())
+        const fetcher = yield* HttpFetcher
+        const lane = yield* fetcher.prepareLane({ schema: User })
+        assert.strictEqual(outcomeTag(yield* startIn(lane, server.url("/users/stock"))), "NotStarted")
+        assert.strictEqual((yield* lane.get(server.url("/users/stock"))).body.login, "stock")
+      }).pipe(
+        Effect.provide(HttpFetcher.DefaultWithoutDependencies.pipe(Layer.provide(NodeHttpClient.layerUndici)))
+      ))
+  })
 
   it.effect("bad options are a typed InvalidFetchOptions naming the field", () =>
     Effect.gen(function*() {

@@ -197,4 +197,30 @@ describe("KeyedConcurrency", () => {
         assert.strictEqual(error.reason, "must be a positive integer")
       }
     }))
+
+  it.scoped("tryAcquireNow takes a key and a global permit when both are free and nobody waits; else nothing", () =>
+    Effect.gen(function*() {
+      const limiter = yield* KeyedConcurrency.make({ perKey: 2, global: 3 })
+      const a1 = limiter.tryAcquireNow("a")
+      const a2 = limiter.tryAcquireNow("a")
+      assert.isDefined(a1)
+      assert.isDefined(a2)
+      assert.isUndefined(limiter.tryAcquireNow("a"), "key a is full")
+      const b1 = limiter.tryAcquireNow("b")
+      assert.isDefined(b1)
+      assert.isUndefined(limiter.tryAcquireNow("c"), "the global permits are all taken")
+      assert.strictEqual(yield* limiter.inFlight("c"), 0, "a refusal takes no key permit")
+      // A waiter for a global permit is not overtaken once one comes back.
+      const waiting = yield* Effect.fork(limiter.withPermit("c")(Effect.never))
+      yield* Effect.yieldNow()
+      a1!()
+      yield* Effect.yieldNow()
+      assert.strictEqual(yield* limiter.inFlight("c"), 1, "the released permit went to the waiter")
+      assert.isUndefined(limiter.tryAcquireNow("d"))
+      yield* Fiber.interrupt(waiting)
+      a2!()
+      b1!()
+      assert.deepStrictEqual(yield* counts(limiter, "a"), idle)
+      assert.strictEqual(yield* limiter.keys, 0, "nothing is left behind")
+    }))
 })

@@ -134,6 +134,27 @@ describe("Progress", () => {
       assert.strictEqual(yield* Queue.size(received), 0, "an interrupted consumer receives nothing more")
     }))
 
+  it.effect("unsafeStart and unsafeSucceed count like start and succeed, and wake a waiting consumer", () =>
+    Effect.gen(function*() {
+      const progress = yield* Progress.make({ interval: "100 millis" })
+      const received = yield* Queue.unbounded<Progress.Snapshot>()
+      const consumer = yield* Effect.fork(Stream.runForEach(progress.changes, (s) => Queue.offer(received, s)))
+      yield* Queue.take(received)
+      yield* progress.addTotal(2)
+      yield* TestClock.adjust("1 second")
+      yield* Queue.takeAll(received)
+      progress.unsafeStart()
+      progress.unsafeStart()
+      progress.unsafeSucceed()
+      const woken = yield* Queue.take(received)
+      assert.deepStrictEqual([woken.done, woken.inFlight], [1, 1], "woken at once after a quiet spell")
+      progress.unsafeSucceed()
+      yield* TestClock.adjust("100 millis")
+      const last = yield* Queue.take(received)
+      assert.deepStrictEqual([last.total, last.done, last.inFlight, last.failed], [2, 2, 0, 0])
+      yield* Fiber.interrupt(consumer)
+    }))
+
   it.effect("each consumer of changes gets its own subscription", () =>
     Effect.gen(function*() {
       const progress = yield* Progress.make({ interval: "50 millis" })

@@ -375,4 +375,70 @@ describe("RateLimiter", () => {
       assert.deepStrictEqual(starts.map((start) => start.at), [0, 0, 0, 1000, 1000, 1000, 2000])
       assert.isAtLeast(calls, 7)
     }))
+
+  it.scoped("tryAcquireNow takes a start at once when there is room, and takes nothing otherwise", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ limit: 3, per: "1 second" })
+      assert.deepStrictEqual([0, 1, 2, 3].map(() => limiter.tryAcquireNow("k")), [true, true, true, false])
+      // The refusal took nothing: at the window's end exactly three starts are free again.
+      yield* TestClock.adjust(Duration.seconds(1))
+      assert.deepStrictEqual([0, 1, 2, 3].map(() => limiter.tryAcquireNow("k")), [true, true, true, false])
+      assert.isTrue(limiter.tryAcquireNow("other"), "keys are independent")
+    }))
+
+  it.scoped("tryAcquireNow never overtakes a caller in line, even when the window has room", () =>
+    Effect.gen(function*() {
+      const memory = yield* RateLimiter.makeMemoryStore({ idleTimeToLive: "1 second" })
+      const gate = yield* Deferred.make<void>()
+      let refusedOnce = false
+      // Refuses the first caller on the spot (it joins the line); the line's head then asks `tryAcquire`, held open.
+      const store: RateLimiter.RateLimiterStore = {
+        unsafeTryAcquire: (key, now, limit, windowMillis) => {
+          if (!refusedOnce) {
+            refusedOnce = true
+            return { allowed: false, retryAt: now }
+          }
+          return memory.unsafeTryAcquire!(key, now, limit, windowMillis)
+        },
+        tryAcquire: (request) => Effect.zipRight(Deferred.await(gate), memory.tryAcquire(request)),
+        pauseUntil: memory.pauseUntil
+      }
+      const limiter = yield* RateLimiter.make({ limit: 3, per: "1 second", store })
+      const waiting = yield* Effect.fork(limiter.acquire("k"))
+      yield* Effect.yieldNow()
+      assert.strictEqual(yield* limiter.waitingKeys, 1)
+      assert.isFalse(limiter.tryAcquireNow("k"), "the window has room, but a caller is in line")
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.join(waiting)
+      assert.deepStrictEqual([0, 1, 2].map(() => limiter.tryAcquireNow("k")), [true, true, false])
+    }))
+
+  it.scoped("tryAcquireNow never answers for a store that cannot decide on the spot", () =>
+    Effect.gen(function*() {
+      const memory = yield* RateLimiter.makeMemoryStore({ idleTimeToLive: "1 second" })
+      const store: RateLimiter.RateLimiterStore = { tryAcquire: memory.tryAcquire, pauseUntil: memory.pauseUntil }
+      const limiter = yield* RateLimiter.make({ limit: 3, per: "1 second", store })
+      assert.isFalse(limiter.tryAcquireNow("k"))
+      const { starts } = yield* forkStarts(limiter, "k", range(0, 3))
+      yield* TestClock.adjust(Duration.millis(1))
+      assert.strictEqual(starts.length, 3, "nothing was taken by the refusals")
+    }))
+
+  it.scoped("many starts at one instant count one by one, and expire together", () =>
+    Effect.gen(function*() {
+      const limiter = yield* RateLimiter.make({ limit: 1000, per: "1 second" })
+      for (let i = 0; i < 600; i++) assert.isTrue(limiter.tryAcquireNow("k"))
+      yield* TestClock.adjust(Duration.millis(500))
+      for (let i = 0; i < 400; i++) assert.isTrue(limiter.tryAcquireNow("k"))
+      assert.isFalse(limiter.tryAcquireNow("k"), "1000 in the window")
+      yield* TestClock.adjust(Duration.millis(500))
+      // The 600 of instant 0 left the window together; the 400 of instant 500 are still in it.
+      for (let i = 0; i < 600; i++) assert.isTrue(limiter.tryAcquireNow("k"))
+      assert.isFalse(limiter.tryAcquireNow("k"))
+      const refused = yield* Effect.fork(limiter.acquire("k"))
+      yield* TestClock.adjust(Duration.millis(499))
+      assert.isNull(refused.unsafePoll(), "next room when instant 500's starts expire")
+      yield* TestClock.adjust(Duration.millis(1))
+      yield* Fiber.join(refused)
+    }))
 })

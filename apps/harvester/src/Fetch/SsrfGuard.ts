@@ -8,6 +8,11 @@
  * What it adds beyond Node: the address classifier (`classifyAddress`, pure, IPv4-mapped IPv6 included), every
  * resolved address checked (`dns.lookup` with `all: true`), and the same check as a socket `lookup` for undici
  * (`connectLookup`) so the address actually connected to is the one that was checked (no DNS-rebinding window).
+ *
+ * `guardNow` answers at once for `HttpFetcher`'s callback lane: an allowed host or an IP literal is decided on the
+ * spot; a host name the guard let through in the last `VERDICT_TTL` passes without a new DNS lookup (a lookup per
+ * request cost more than the request). That shortcut never lets a blocked address be reached: the socket's own
+ * lookup (`connectLookup`) still refuses it, the request then failing as a `TransportError` (code `EBLOCKED`).
  */
 import { RequestBlocked } from "@spindle/core/HttpFetcher"
 import { Config, Effect, Layer, Option } from "effect"
@@ -191,13 +196,38 @@ export const AllowHostsConfig = Config.array(Config.string(), "HARVESTER_ALLOW_H
   Config.withDefault([] as ReadonlyArray<string>)
 )
 
-/** A guard allowing exactly these entries: the `HttpFetcher` hook and the matching socket lookup. */
+/** How long a host name the guard let through passes `guardNow` without a new lookup. */
+export const VERDICT_TTL_MILLIS = 10_000
+/** Host names remembered at most (the oldest is forgotten first). */
+const MAX_VERDICTS = 10_000
+
+/** A guard allowing exactly these entries: the `HttpFetcher` hooks and the matching socket lookup. */
 export const make = (entries: Iterable<string>) => {
   const allow = makeAllowList(entries)
+  /** Host name → until when it passes `guardNow` (epoch ms). */
+  const passed = new Map<string, number>()
+  const remember = (host: string) => {
+    passed.delete(host)
+    passed.set(host, Date.now() + VERDICT_TTL_MILLIS)
+    if (passed.size > MAX_VERDICTS) passed.delete(passed.keys().next().value!)
+  }
   return {
     allow,
     /** The `HttpFetcher` guard hook. */
-    guard: (url: URL) => check(allow, url),
+    guard: (url: URL) => {
+      const host = hostnameOf(url)
+      const checked = check(allow, url)
+      return isIP(host) !== 0 || allow.hosts.has(host)
+        ? checked
+        : Effect.zipRight(checked, Effect.sync(() => remember(host)))
+    },
+    /** The `HttpFetcher` `guardNow` hook: `true` only when `guard` would let the URL through without waiting. */
+    guardNow: (url: URL): boolean => {
+      const host = hostnameOf(url)
+      if (allow.hosts.has(host)) return true
+      if (isIP(host) !== 0) return Option.isNone(refusal(allow, host, host))
+      return (passed.get(host) ?? 0) > Date.now()
+    },
     /** For undici's `connect: { lookup }`. */
     lookup: connectLookup(allow)
   } as const

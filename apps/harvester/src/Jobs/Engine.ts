@@ -22,7 +22,7 @@
  */
 import type { SqlClient } from "@effect/sql"
 import * as Deadline from "@spindle/core/Deadline"
-import type { FetchError, FetchResult } from "@spindle/core/HttpFetcher"
+import type { Cancellable, FetchError, FetchResult, LaneOutcome } from "@spindle/core/HttpFetcher"
 import { DecodeError, HttpFetcher, layerUndiciWith } from "@spindle/core/HttpFetcher"
 import * as Paginate from "@spindle/core/Paginate"
 import * as Progress from "@spindle/core/Progress"
@@ -147,6 +147,9 @@ const describeFailure = (error: TaggedFailure): string => {
 const statusOf = (error: TaggedFailure): number | null =>
   Predicate.hasProperty(error, "status") && typeof error.status === "number" ? error.status : null
 
+/** The release of permits the worker pool implies (none were taken). */
+const noPermits = () => {}
+
 /** The lease of a target was lost (expired and reclaimed elsewhere, or the job ended): stop, store nothing. */
 class LeaseLost extends Data.TaggedError("LeaseLost")<{ readonly targetId: string }> {}
 
@@ -175,7 +178,7 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
     const settings = yield* Effect.orDie(EngineSettingsConfig)
     const repo = yield* JobRepo
     const fetcher = yield* HttpFetcher
-    const { guard } = yield* SsrfGuard
+    const { guard, guardNow } = yield* SsrfGuard
     const limits = yield* HostLimits.HostLimits
     const signals = yield* Signals
     const owner = settings.instanceId
@@ -249,50 +252,63 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
         // The fetcher takes the rate slot inside the concurrency permit, right before the request (and pauses the
         // host through `pauseUntil` on Retry-After); a target that got its permit while draining stops there.
         // Options validated once per job: the per-page call has no validation and no span of its own.
-        const fetchUrl = yield* fetcher.prepare<string, string>({
+        // The lane (HttpFetcher.prepareLane) starts a request from plain code when the limits answer at once: with
+        // limits of this process (the permits implied by the pool, or taken at once when free); the draining check
+        // is the lane's own (`takeNext`).
+        const lane = yield* fetcher.prepareLane<string, string>({
           retries: options.retries,
           timeout,
           maxBytes: options.maxBytes,
           headers,
           responseType: "text",
           rateLimiter: limiter,
-          concurrency: {
-            withPermit: impliedByPool
-              ? () => <A, E, R>(request: Effect.Effect<A, E, R>) => Effect.zipRight(notDraining, request)
-              : (host: string) => <A, E, R>(request: Effect.Effect<A, E, R>) =>
-                hosts.withPermit(host)(Effect.zipRight(notDraining, request))
-          },
-          guard
+          concurrency: impliedByPool
+            ? {
+              withPermit: () => <A, E, R>(request: Effect.Effect<A, E, R>) => Effect.zipRight(notDraining, request),
+              tryAcquireNow: () => noPermits
+            }
+            : {
+              withPermit: (host: string) => <A, E, R>(request: Effect.Effect<A, E, R>) =>
+                hosts.withPermit(host)(Effect.zipRight(notDraining, request)),
+              tryAcquireNow: hosts.tryAcquireNow
+            },
+          guard,
+          guardNow
         }).pipe(Effect.orDie)
+        const fetchUrl = lane.get
+        /** Whether the lane can ever start a request here (shared limits need a store round trip: never). */
+        const laneOpen = limits.store === "memory"
         const clock = yield* Effect.clock
 
         /** One page: the fetcher's result as a row (a JSON body stored as received, once it parsed). */
-        const fetchPage = (url: string, pageNo: number): Effect.Effect<FetchedPage, FetchError | DecodeError> =>
-          Effect.flatMap(fetchUrl(url), (result: FetchResult<string>) => {
-            const parsed = parseBody(result.finalUrl, result.headers, result.body)
-            if (Either.isLeft(parsed)) return Effect.fail(parsed.left)
-            const row: NewPage = {
+        const rowOf = (url: string, pageNo: number, result: FetchResult<string>) =>
+          Either.map(parseBody(result.finalUrl, result.headers, result.body), (parsed) => ({
+            value: parsed.value,
+            row: {
               page_no: pageNo,
               url,
               status: result.status,
               headers: JSON.stringify(selectHeaders(result.headers)),
-              body: parsed.right.json,
+              body: parsed.json,
               bytes: result.bytes,
               duration_ms: result.durationMillis,
               attempts: result.attempts,
               error: null,
               error_message: null,
               fetched_at: clock.unsafeCurrentTimeMillis()
-            }
-            return Effect.succeed<FetchedPage>({
-              url,
-              finalUrl: result.finalUrl,
-              headers: result.headers,
-              body: parsed.right.value,
-              pageNo,
-              row: Option.some(row)
-            })
-          })
+            } satisfies NewPage
+          }))
+        const pageOf = (url: string, pageNo: number, result: FetchResult<string>) =>
+          Either.map(rowOf(url, pageNo, result), ({ row, value }): FetchedPage => ({
+            url,
+            finalUrl: result.finalUrl,
+            headers: result.headers,
+            body: value,
+            pageNo,
+            row: Option.some(row)
+          }))
+        const fetchPage = (url: string, pageNo: number): Effect.Effect<FetchedPage, FetchError | DecodeError> =>
+          Effect.flatMap(fetchUrl(url), (result) => pageOf(url, pageNo, result))
 
         const failureRow = (pageNo: number, url: string, error: TaggedFailure, attempts: number): NewPage => ({
           page_no: pageNo,
@@ -345,8 +361,13 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
           broken: (cause) => Deferred.failCause(broken, cause)
         }
 
-        const single = (target: TargetRow, fence: Fence) =>
-          Effect.matchEffect(fetchPage(target.url, 1), {
+        /** A single-page target's page, fetched by `fetched`: queued for the writer, or its failure recorded. */
+        const storeSingle = (
+          target: TargetRow,
+          fence: Fence,
+          fetched: Effect.Effect<FetchedPage, FetchError | DecodeError>
+        ) =>
+          Effect.matchEffect(fetched, {
             onFailure: (error) => fail(fence, 1, target.url, error),
             onSuccess: (page) =>
               Option.match(page.row, {
@@ -354,6 +375,8 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
                 onSome: (row) => writer.write(fence, row, true, sink)
               })
           })
+
+        const single = (target: TargetRow, fence: Fence) => storeSingle(target, fence, fetchPage(target.url, 1))
 
         const paginated = (target: TargetRow, fence: Fence, spec: string) =>
           Effect.gen(function*() {
@@ -406,8 +429,15 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
             })
           )
 
+        const fenceOf = (target: TargetRow): Fence => ({
+          targetId: target.id,
+          jobId: row.id,
+          owner,
+          attempt: target.attempt
+        })
+
         const processTarget = (target: TargetRow): Effect.Effect<void> => {
-          const fence: Fence = { targetId: target.id, jobId: row.id, owner, attempt: target.attempt }
+          const fence = fenceOf(target)
           return Effect.zipRight(
             progress.start,
             target.paginate === null ? single(target, fence) : paginated(target, fence, target.paginate)
@@ -453,14 +483,103 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
             })
         ))
         let claiming = false
+        const deadlineAt = row.deadline_at ?? undefined
         const worker = Effect.suspend(() => {
           /** Whether this worker counts in `busy` (a worker interrupted mid-target stops counting). */
           let holding = false
-          const loop = (): Effect.Effect<void> => {
+          const letGo = () => {
             if (holding) {
               holding = false
               busy--
             }
+          }
+          /** The next target when the lane may take it as `loop` would (no claim to start, single-page, not draining). */
+          const takeNext = (): TargetRow | undefined => {
+            const left = claimed.length - next
+            const target = claimed[next]
+            if (draining || target === undefined || target.paginate !== null) {
+              return undefined
+            }
+            if (left <= ahead && !exhausted && !claiming) {
+              return undefined
+            }
+            next++
+            holding = true
+            busy++
+            return target
+          }
+
+          /**
+           * The callback lane: single-page targets one after another from the request callbacks, the fiber waiting
+           * (HttpFetcher.prepareLane: a fiber's work per request costs more CPU than the request). The fiber goes on
+           * with whatever needs it: a claim, a paginated target, a request that could not start at once or did not
+           * end as a plain 2xx, a full writer, the end. Interrupted: the request in flight is aborted.
+           */
+          const fast = (first: TargetRow): Effect.Effect<void> =>
+            Effect.async<void>((resume) => {
+              let current: Cancellable | undefined
+              let over = false
+              const finish = (then: Effect.Effect<void>) => {
+                over = true
+                current = undefined
+                resume(Effect.zipRight(then, Effect.suspend(loop)))
+              }
+              const begin = (target: TargetRow): void => {
+                const fence = fenceOf(target)
+                progress.unsafeStart()
+                let ended = false
+                const onDone = (outcome: LaneOutcome<string>) => {
+                  ended = true
+                  done(target, fence, outcome)
+                }
+                const request = lane.start(target.url, onDone, deadlineAt)
+                if (request === undefined) {
+                  return finish(single(target, fence))
+                }
+                // Unless it ended already (a request that failed to start answers at once, and the next one began).
+                if (!ended) {
+                  current = request
+                }
+              }
+              const done = (target: TargetRow, fence: Fence, outcome: LaneOutcome<string>): void => {
+                current = undefined
+                if (over) {
+                  return
+                }
+                try {
+                  if (outcome._tag === "Continue") {
+                    return finish(
+                      storeSingle(
+                        target,
+                        fence,
+                        Effect.flatMap(outcome.effect, (result) =>
+                          pageOf(target.url, 1, result))
+                      )
+                    )
+                  }
+                  const page = rowOf(target.url, 1, outcome.result)
+                  if (Either.isLeft(page)) return finish(fail(fence, 1, target.url, page.left))
+                  if (!writer.unsafeWrite(fence, page.right.row, true, sink)) {
+                    return finish(writer.write(fence, page.right.row, true, sink))
+                  }
+                  letGo()
+                  const following = takeNext()
+                  if (following === undefined) return finish(Effect.void)
+                  begin(following)
+                } catch (defect) {
+                  over = true
+                  resume(Effect.die(defect))
+                }
+              }
+              begin(first)
+              return Effect.sync(() => {
+                over = true
+                current?.cancel()
+              })
+            })
+
+          const loop = (): Effect.Effect<void> => {
+            letGo()
             if (draining) {
               return Effect.void
             }
@@ -477,7 +596,9 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
             const target = claimed[next++]!
             holding = true
             busy++
-            const work = Effect.zipRight(processTarget(target), Effect.suspend(loop))
+            const work = laneOpen && target.paginate === null
+              ? fast(target)
+              : Effect.zipRight(processTarget(target), Effect.suspend(loop))
             if (left > ahead || exhausted || claiming) {
               return work
             }
@@ -499,8 +620,7 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
         const dispatch = Effect.suspend(() => {
           exhausted = false
           return Effect.all(
-            Array.from({ length: workers }, () =>
-              worker),
+            Array.from({ length: workers }, () => worker),
             {
               concurrency: "unbounded",
               discard: true

@@ -13,6 +13,7 @@
 import { SqlClient, SqlSchema } from "@effect/sql"
 import type { Statement } from "@effect/sql"
 import { Effect, Option, Schema } from "effect"
+import * as SqliteWorker from "../Db/SqliteWorker.js"
 import type { JobStatus, ResultStatus, TargetStatus } from "../Domain.js"
 
 /** INTEGER and BIGINT columns (node-postgres returns BIGINT and COUNT as strings). */
@@ -150,6 +151,8 @@ export const targetId = (jobId: string, seq: number): string => `${jobId}.${seq}
 export class JobRepo extends Effect.Service<JobRepo>()("spindle/JobRepo", {
   effect: Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
+    /** The SQLite thread's one-message transactions, when the client is `SqliteWorker`'s. */
+    const batch = SqliteWorker.batchOf(sql)
 
     /** Epoch millis from the database's clock (leases are compared against it on every instance). */
     const now = sql.onDialectOrElse({
@@ -409,58 +412,86 @@ export class JobRepo extends Effect.Service<JobRepo>()("spindle/JobRepo", {
       )
     }
 
-    /** SQLite: two statements per 256 pages (VALUES lists), in one transaction. */
+    /**
+     * SQLite: two statements per 256 pages (VALUES lists) in one transaction: the pages of the targets still leased
+     * by (owner, attempt), then those targets advanced. On the `SqliteWorker` client the whole transaction is one
+     * message to the database's thread (`batchOf`), which is why the insert comes first, fenced by itself: it needs
+     * nothing from the update's answer.
+     */
     const storeInTransaction = (
       writes: ReadonlyArray<{ readonly fence: Fence; readonly page: NewPage; readonly done: boolean }>
-    ): Effect.Effect<ReadonlySet<string>> =>
-      sql.withTransaction(
-        Effect.gen(function*() {
-          const owned = new Set<string>()
-          for (let start = 0; start < writes.length;) {
-            const size = statementSize(writes.length - start)
-            for (const id of yield* storeAll(writes.slice(start, start + size))) owned.add(id)
-            start += size
-          }
-          return owned as ReadonlySet<string>
-        })
-      ).pipe(Effect.orDie)
-
-    const storeAll = (
-      writes: ReadonlyArray<{ readonly fence: Fence; readonly page: NewPage; readonly done: boolean }>
-    ) =>
-      Effect.gen(function*() {
-        const owner = writes[0]!.fence.owner
-        // Driven by the written targets (a join on the primary key), never by the owner's leased rows: with the
-        // fetches ahead of the writes thousands of targets are leased at once, and PostgreSQL, its statistics taken
-        // when few were, scanned every leased row for every written one (`targets_leased` in a nested loop: 0.25–0.6 s
-        // per 256 pages at 16k leased). So no `status = 'leased'` here (it would offer that partial index): only a
-        // leased target has a `lease_owner` (claim sets it; done, failed, cancelled, release and reap clear it).
-        const written = sql.csv(
-          writes.map((w) =>
-            sql`(CAST(${w.fence.targetId} AS TEXT), CAST(${w.fence.attempt} AS INTEGER),
-              CAST(${w.page.page_no + 1} AS INTEGER), CAST(${w.done ? 1 : 0} AS INTEGER))`
+    ): Effect.Effect<ReadonlySet<string>> => {
+      const chunks: Array<typeof writes> = []
+      for (let start = 0; start < writes.length;) {
+        const size = statementSize(writes.length - start)
+        chunks.push(writes.slice(start, start + size))
+        start += size
+      }
+      const owned = (rows: ReadonlyArray<ReadonlyArray<Record<string, unknown>>>): ReadonlySet<string> =>
+        new Set(rows.flatMap((advanced) => advanced.map((row) => String(row.id))))
+      return Option.match(batch, {
+        onSome: (run) =>
+          Effect.map(
+            run(chunks.flatMap((chunk) => [insertFenced(chunk), advance(chunk)])),
+            (results) => owned(results.filter((_, index) => index % 2 === 1))
+          ),
+        onNone: () =>
+          sql.withTransaction(
+            Effect.map(
+              Effect.forEach(chunks, (chunk) => Effect.zipRight(insertFenced(chunk), advance(chunk))),
+              owned
+            )
           )
+      }).pipe(Effect.orDie)
+    }
+
+    /** The written targets still leased by (owner, attempt) advance (`done`: released); returns their ids. */
+    const advance = (
+      writes: ReadonlyArray<{ readonly fence: Fence; readonly page: NewPage; readonly done: boolean }>
+    ) => {
+      // Driven by the written targets (a join on the primary key), never by the owner's leased rows: with the
+      // fetches ahead of the writes thousands of targets are leased at once, and PostgreSQL, its statistics taken
+      // when few were, scanned every leased row for every written one (`targets_leased` in a nested loop: 0.25–0.6 s
+      // per 256 pages at 16k leased). So no `status = 'leased'` here (it would offer that partial index): only a
+      // leased target has a `lease_owner` (claim sets it; done, failed, cancelled, release and reap clear it).
+      const written = sql.csv(
+        writes.map((w) =>
+          sql`(CAST(${w.fence.targetId} AS TEXT), CAST(${w.fence.attempt} AS INTEGER),
+            CAST(${w.page.page_no + 1} AS INTEGER), CAST(${w.done ? 1 : 0} AS INTEGER))`
         )
-        const owned = yield* sql<{ readonly id: string }>`UPDATE targets SET
-            next_page = w.column3,
-            status = CASE WHEN w.column4 = 1 THEN 'done' ELSE targets.status END,
-            lease_owner = CASE WHEN w.column4 = 1 THEN NULL ELSE targets.lease_owner END,
-            lease_expires_at = CASE WHEN w.column4 = 1 THEN NULL ELSE targets.lease_expires_at END,
-            updated_at = ${now}
-          FROM (VALUES ${written}) AS w
-          WHERE targets.id = w.column1 AND targets.attempt = w.column2 AND targets.lease_owner = ${owner}
-          RETURNING targets.id AS id`
-        const ids = new Set(owned.map((row) => row.id))
-        const rows = writes.filter((w) => ids.has(w.fence.targetId)).map((w) => ({
-          job_id: w.fence.jobId,
-          target_id: w.fence.targetId,
-          ...w.page
-        }))
-        if (rows.length > 0) {
-          yield* sql`INSERT INTO pages ${sql.insert(rows)} ON CONFLICT (target_id, page_no) DO NOTHING`
-        }
-        return ids as ReadonlySet<string>
-      })
+      )
+      return sql<{ readonly id: string }>`UPDATE targets SET
+          next_page = w.column3,
+          status = CASE WHEN w.column4 = 1 THEN 'done' ELSE targets.status END,
+          lease_owner = CASE WHEN w.column4 = 1 THEN NULL ELSE targets.lease_owner END,
+          lease_expires_at = CASE WHEN w.column4 = 1 THEN NULL ELSE targets.lease_expires_at END,
+          updated_at = ${now}
+        FROM (VALUES ${written}) AS w
+        WHERE targets.id = w.column1 AND targets.attempt = w.column2 AND targets.lease_owner = ${writes[0]!.fence.owner}
+        RETURNING targets.id AS id`
+    }
+
+    /** The pages of the written targets still leased by (owner, attempt): before `advance`, which ends a lease. */
+    const insertFenced = (
+      writes: ReadonlyArray<{ readonly fence: Fence; readonly page: NewPage; readonly done: boolean }>
+    ) => {
+      const values = sql.csv(
+        writes.map(({ fence, page }) =>
+          sql`(${fence.jobId}, ${fence.targetId}, ${page.page_no}, ${page.url}, ${page.status}, ${page.headers},
+          ${page.body}, ${page.bytes}, ${page.duration_ms}, ${page.attempts}, ${page.error}, ${page.error_message},
+          ${page.fetched_at}, ${fence.attempt})`
+        )
+      )
+      return sql`INSERT INTO pages (job_id, target_id, page_no, url, status, headers, body, bytes, duration_ms,
+          attempts, error, error_message, fetched_at)
+        SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8, v.column9,
+          v.column10, v.column11, v.column12, v.column13
+        FROM (VALUES ${values}) AS v
+        JOIN targets ON targets.id = v.column2 AND targets.attempt = v.column14
+          AND targets.lease_owner = ${writes[0]!.fence.owner}
+        WHERE true
+        ON CONFLICT (target_id, page_no) DO NOTHING`
+    }
 
     /** Marks a target done (a paginated target after its last page), fenced. */
     const completeTarget = (fence: Fence) =>

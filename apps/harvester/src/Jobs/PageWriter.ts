@@ -42,6 +42,8 @@ interface QueuedWrite {
 export interface PageWriter {
   /** Queues a page (`done`: the target's last); returns at once; `sink` hears the outcome after the commit. */
   readonly write: (fence: Fence, page: NewPage, done: boolean, sink: WriteSink) => Effect.Effect<void>
+  /** `write` from plain code (the engine's callback lane): `false` when the queue is full (nothing queued). */
+  readonly unsafeWrite: (fence: Fence, page: NewPage, done: boolean, sink: WriteSink) => boolean
   /** Queues a page and waits for its commit: `false` when the lease was lost (nothing stored). */
   readonly store: (fence: Fence, page: NewPage, done: boolean) => Effect.Effect<boolean>
   /** Waits until every write queued before the call has committed. */
@@ -79,6 +81,16 @@ export const make = (
       if (awake) return Effect.void
       awake = true
       return Queue.offer(wake, undefined)
+    }
+
+    const unsafeEnqueue = (write: QueuedWrite): boolean => {
+      if (queued.length >= maxQueued) return false
+      queued.push(write)
+      if (!awake) {
+        awake = true
+        Queue.unsafeOffer(wake, undefined)
+      }
+      return true
     }
 
     const commit = (writes: ReadonlyArray<QueuedWrite>) =>
@@ -127,6 +139,7 @@ export const make = (
           // Full: wait until the queue (this page not in it) has committed, then try again.
           return Effect.zipRight(Deferred.await(queuedCommitted), Effect.suspend(write))
         }),
+      unsafeWrite: (fence, page, done, sink) => unsafeEnqueue({ fence, page, done, sink }),
       store: (fence, page, done) =>
         Effect.suspend(() => {
           let owned = false

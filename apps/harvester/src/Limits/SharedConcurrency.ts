@@ -432,6 +432,8 @@ export const make = (
       global: options.global,
       owner,
       withPermit: (key) => (effect) => local.withPermit(key)(shared(key)(effect)),
+      // A slot may need a store round trip: never at once (callers use `withPermit`).
+      tryAcquireNow: () => undefined,
       inFlight: local.inFlight,
       globalInFlight: local.globalInFlight,
       keys: local.keys,
