@@ -136,6 +136,19 @@ for (const db of Databases.all) {
           yield* pastLinger(writer.flush)
           assert.strictEqual(yield* pagesOf("pw-unsafe"), 3)
           assert.deepStrictEqual(yield* statusOf(c!.id), { status: "done", lease_owner: null })
+          // A sink with `ownedNow` hears an owned commit there, and a lost lease through `stored`.
+          let heardNow = 0
+          const lost: Array<boolean> = []
+          const counting: PageWriter.WriteSink = {
+            stored: (_, owned) => Effect.sync(() => lost.push(owned)),
+            ownedNow: () => heardNow++,
+            broken: () => Effect.void
+          }
+          const [d, e] = yield* claimedJob("pw-unsafe-2", 2)
+          assert.isTrue(writer.unsafeWrite(fenceOf(d!), page(d!.url), true, counting))
+          assert.isTrue(writer.unsafeWrite({ ...fenceOf(e!), attempt: e!.attempt + 1 }, page(e!.url), true, counting))
+          yield* pastLinger(writer.flush)
+          assert.deepStrictEqual([heardNow, lost], [1, [false]])
         }))
 
       it.scoped("a failing transaction breaks its sinks and fails flush; nothing of it is stored", () =>

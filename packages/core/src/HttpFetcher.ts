@@ -24,7 +24,10 @@
  * of the failure channel, and aborts what is in flight from one interruption hook for the whole batch. Measured
  * (bench/parts/FetchAll.ts) at the CPU cost of `undici.request` + `p-limit` per request. `get` is traced
  * (`HttpFetcher.get` span) when tracing is on; `fetchAll` has one span for the batch; `prepare(options)` validates the
- * options once and returns an untraced `get(url)`, for loops over many URLs. Any other `HttpClient`
+ * options once and returns an untraced `get(url)`, for loops over many URLs; `prepareLane(options)` adds `start(url,
+ * onDone)`, which starts the first attempt from plain code when every hook answers at once (`guardNow`,
+ * `tryAcquireNow`) and calls back with the result of a plain 2xx, or with the rest of the GET as an effect (for a
+ * caller that keeps many requests in flight from callbacks: no fiber per request). Any other `HttpClient`
  * (`HttpFetcher.DefaultWithoutDependencies`) goes through the generic `execute` pipeline, tracer propagation off,
  * with the same semantics, minus the speed.
  */

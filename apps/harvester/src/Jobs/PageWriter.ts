@@ -28,6 +28,8 @@ import type { Fence, JobRepo, NewPage } from "./JobRepo.js"
 export interface WriteSink {
   /** After the commit: `owned` false when the target's lease was lost (the page was not stored). */
   readonly stored: (fence: Fence, owned: boolean) => Effect.Effect<void>
+  /** When present, hears an owned page's commit at once instead of `stored` (a counter: no effect per page). */
+  readonly ownedNow?: (() => void) | undefined
   /** The write's transaction failed. */
   readonly broken: (cause: Cause.Cause<never>) => Effect.Effect<void>
 }
@@ -104,7 +106,12 @@ export const make = (
             for (const sink of new Set(rest.map((write) => write.sink))) yield* sink.broken(exit.cause)
             return yield* Effect.failCause(exit.cause)
           }
-          for (const write of chunk) yield* write.sink.stored(write.fence, exit.value.has(write.fence.targetId))
+          for (const write of chunk) {
+            const owned = exit.value.has(write.fence.targetId)
+            const now = write.sink.ownedNow
+            if (owned && now !== undefined) now()
+            else yield* write.sink.stored(write.fence, owned)
+          }
         }
       })
 
