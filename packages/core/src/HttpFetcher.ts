@@ -451,17 +451,22 @@ class ExchangeHandler implements Undici.Dispatcher.DispatchHandler, Outcome, Can
   }
 }
 
+/** Hands the GET to undici; a dispatch that throws fails the handler (a `TransportError`). */
+const dispatch = (dispatcher: Undici.Dispatcher, url: URL, o: Resolved, handler: ExchangeHandler) => {
+  try {
+    dispatcher.dispatch(
+      { origin: url.origin, path: url.pathname + url.search, method: "GET", headers: o.headers ?? null },
+      handler
+    )
+  } catch (cause) {
+    handler.fail(transportError(url.href, cause))
+  }
+}
+
 const undiciExchange = (dispatcher: Undici.Dispatcher): Exchange => (url, o, timeout, inflight) =>
   Effect.async<Outcome>((resume) => {
     const handler = new ExchangeHandler(url.href, o.maxBytes, timeout, resume, inflight)
-    try {
-      dispatcher.dispatch(
-        { origin: url.origin, path: url.pathname + url.search, method: "GET", headers: o.headers ?? null },
-        handler
-      )
-    } catch (cause) {
-      handler.fail(transportError(url.href, cause))
-    }
+    dispatch(dispatcher, url, o, handler)
     return inflight === undefined ? Effect.sync(() => handler.cancel()) : undefined
   })
 
@@ -473,14 +478,7 @@ const undiciStart = (dispatcher: Undici.Dispatcher): StartExchange => (url, o, t
     () => onOutcome(handler),
     undefined
   )
-  try {
-    dispatcher.dispatch(
-      { origin: url.origin, path: url.pathname + url.search, method: "GET", headers: o.headers ?? null },
-      handler
-    )
-  } catch (cause) {
-    handler.fail(transportError(url.href, cause))
-  }
+  dispatch(dispatcher, url, o, handler)
   return handler
 }
 
