@@ -420,6 +420,37 @@ describe("SharedConcurrency keeping slots (virtual time, the SQLite store)", () 
       assert.strictEqual(yield* slotRows(host), 0)
     }).pipe(Effect.provide(store)))
 
+  it.scoped("tryAcquireNow takes a lingering slot at once; its release lingers it again, or hands it to the line", () =>
+    Effect.gen(function*() {
+      const host = "now.test"
+      const limits = yield* SharedLimits.concurrency({ ...kept, perKey: 1 })
+      assert.isUndefined(limits.tryAcquireNow(host), "no slot lingers yet: nothing is taken")
+      assert.strictEqual(yield* limits.claims, 0)
+      yield* limits.withPermit(host)(Effect.void)
+      assert.strictEqual(yield* limits.held, 1, "claimed, then lingering")
+      const release = limits.tryAcquireNow(host)
+      assert.isDefined(release)
+      assert.strictEqual(yield* limits.inFlight(host), 1)
+      assert.isUndefined(limits.tryAcquireNow(host), "the only lingering slot is taken")
+      // A caller waiting in line gets the slot at its release, without the store.
+      const waiting = yield* Effect.fork(limits.withPermit(host)(Effect.sleep(10)))
+      yield* advance(5)
+      release!()
+      yield* advance(20)
+      yield* Fiber.join(waiting)
+      assert.strictEqual(yield* limits.claims, 1, "the waiter was handed the slot: no second claim")
+      assert.strictEqual(yield* limits.inFlight(host), 0)
+      // Past maxHold a slot goes back to the store instead of being reused; nothing is held after the linger.
+      const again = limits.tryAcquireNow(host)
+      assert.isDefined(again)
+      yield* advance(1100)
+      again!()
+      yield* advance(100)
+      assert.strictEqual(yield* limits.held, 0)
+      assert.strictEqual(yield* slotRows(host), 0)
+      assert.strictEqual(yield* limits.inFlight(host), 0)
+    }).pipe(Effect.provide(store)))
+
   it.scoped("an instance saturating a host gives a waiting instance a turn within maxHold + a poll", () =>
     Effect.gen(function*() {
       const host = "fair.test"
@@ -587,6 +618,25 @@ for (const backend of backends) {
               ...Array<number>(2).fill(second.decision.at)
             ])
           }
+        }))
+
+      it.scoped("starts granted with a hold count until the hold's end plus a window", () =>
+        Effect.gen(function*() {
+          const { rateStore } = yield* SharedLimits.SharedLimits
+          assert.isTrue(rateStore.holds)
+          const host = key("hold")
+          const ask = (request: { readonly count?: number; readonly holdMillis?: number }) =>
+            Effect.suspend(() =>
+              rateStore.tryAcquire({ key: host, now: Date.now(), limit: 2, windowMillis: 300, ...request })
+            )
+          const started = Date.now()
+          const held = yield* ask({ count: 2, holdMillis: 250 })
+          assert.isTrue(held.allowed && held.granted === 2)
+          // One window after the grant the held starts still count: they may be used until 250 ms after it.
+          yield* Effect.sleep(Duration.millis(Math.max(0, started + 400 - Date.now())))
+          assert.isFalse((yield* ask({})).allowed, "recorded at the end of the hold")
+          yield* Effect.sleep(Duration.millis(Math.max(0, started + 600 - Date.now())))
+          assert.isTrue((yield* ask({})).allowed, "free once the hold's end is a window old")
         }))
 
       it.scoped("the store's check-and-record is atomic under many concurrent callers", () =>

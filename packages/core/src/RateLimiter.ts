@@ -15,7 +15,9 @@
  * block of starts in one call (`count`): a shared store costs a round trip per decision, so the head of a key's line
  * asks for as many starts as there are callers in the line and hands the granted ones to the first of them at once.
  * Each granted start is recorded at the instant of the decision and goes to a caller that goes on at once; a caller
- * interrupted before it runs wastes its start (it is never handed to a later caller), so the window stays exact.
+ * interrupted before it runs wastes its start (it is never handed to a later caller), so the window stays exact. A
+ * store that `holds` can also grant starts reserved for callers to come, recorded at the end of their reservation (see
+ * `make`), so that a caller of a busy key mostly starts at once (`tryAcquireNow`) with a remote store too.
  *
  * Answers the tutorial's "Rate-Limited API Client": its limiter deadlocks at the 6th request, because it awaits
  * `self.acquire()` recursively inside `async with self.lock`, re-entering a non-reentrant `asyncio.Lock` it holds
@@ -46,13 +48,17 @@ export type Decision =
 
 const allowed: Decision = { allowed: true }
 
-/** What a limiter asks its store for: up to `count` (default 1) starts of `key` at `now`. */
+/**
+ * What a limiter asks its store for: up to `count` (default 1) starts of `key` at `now`. With `holdMillis` (only to a
+ * store that `holds`), the caller may use the starts until `now + holdMillis`: see `RateLimiterStore.holds`.
+ */
 export interface TryAcquireRequest {
   readonly key: string
   readonly now: number
   readonly limit: number
   readonly windowMillis: number
   readonly count?: number | undefined
+  readonly holdMillis?: number | undefined
 }
 
 /**
@@ -68,6 +74,14 @@ export interface RateLimiterStore<E = never> {
    * starts at `now` (`count` defaults to 1; a store that ignores it grants one, which is correct, only slower).
    */
   readonly tryAcquire: (request: TryAcquireRequest) => Effect.Effect<Decision, E>
+  /**
+   * Whether `tryAcquire` honours `holdMillis`: it then records the starts it grants at `now + holdMillis` (their
+   * latest possible use), so that they count in every window any of their uses can fall into, and it counts every
+   * recorded start later than `now - windowMillis`, those recorded ahead included. Any start used between `now` and
+   * `now + holdMillis` then keeps every window exact (the limiter keeps such starts for callers to come: a
+   * reservation).
+   */
+  readonly holds?: boolean | undefined
   /**
    * `tryAcquire` answered on the spot, for a store in this process: the limiter then checks without building an effect
    * (the uncontended acquire is the hot path).
@@ -239,19 +253,28 @@ export const makeMemoryStore = (options: {
         written(key, log)
       }
       log.push(now)
-      log.startsExpireAt = now + windowMillis
+      log.startsExpireAt = Math.max(log.startsExpireAt, now + windowMillis)
       return allowed
     }
 
-    const tryAcquireMany = (key: string, now: number, limit: number, windowMillis: number, count: number): Decision => {
+    const tryAcquireMany = (
+      key: string,
+      now: number,
+      limit: number,
+      windowMillis: number,
+      count: number,
+      holdMillis: number
+    ): Decision => {
       const log = logs.get(key) ?? new StartLog()
       if (now < log.pausedUntil) return { allowed: false, retryAt: log.pausedUntil }
       log.dropUpTo(now - windowMillis)
       const free = limit - log.count
       if (free <= 0) return { allowed: false, retryAt: log.oldest() + windowMillis }
       const granted = Math.min(count, free)
-      log.pushMany(now, granted)
-      log.startsExpireAt = now + windowMillis
+      // Recorded at their latest possible use; an instant earlier than the log's last one (a start taken since on
+      // the spot) only keeps older starts counted a little longer.
+      log.pushMany(now + holdMillis, granted)
+      log.startsExpireAt = Math.max(log.startsExpireAt, now + holdMillis + windowMillis)
       written(key, log)
       return granted === count
         ? { allowed: true, granted }
@@ -261,11 +284,12 @@ export const makeMemoryStore = (options: {
     return {
       size: Effect.sync(() => logs.size),
       unsafeTryAcquire,
-      tryAcquire: ({ count, key, limit, now, windowMillis }) =>
+      holds: true,
+      tryAcquire: ({ count, holdMillis, key, limit, now, windowMillis }) =>
         Effect.sync(() =>
-          count === undefined || count <= 1
+          (count === undefined || count <= 1) && !holdMillis
             ? unsafeTryAcquire(key, now, limit, windowMillis)
-            : tryAcquireMany(key, now, limit, windowMillis, count)
+            : tryAcquireMany(key, now, limit, windowMillis, count ?? 1, holdMillis ?? 0)
         ),
       pauseUntil: ({ key, now, until }) =>
         Effect.sync(() => {
@@ -279,6 +303,21 @@ export const makeMemoryStore = (options: {
 
 /** The most starts the head of a line asks a store for at once. */
 const MAX_BLOCK = 256
+/** How long reserved starts last (at most: a twentieth of the window). */
+const HOLD_MILLIS = 250
+/** Keys with reservation state before the expired ones are dropped. */
+const MAX_RESERVES = 10_000
+
+/**
+ * A key's reserved starts (usable until `until`), and the callers who asked for a start since the last request to the
+ * store (made at `since`).
+ */
+interface Reserve {
+  left: number
+  until: number
+  asked: number
+  since: number
+}
 
 /**
  * A caller in a key's line. `resume` is set while it waits for its turn; `next` holds what it was handed before it
@@ -316,6 +355,13 @@ const handTo = <E>(waiter: Waiter<E>, effect: Effect.Effect<void, E>) => {
  * joins it). Only its head asks the store, for as many starts as the line holds (at most 256), and waits for the
  * store's `retryAt` while refused (one timer per key). The granted starts go to the head and the callers right behind
  * it, which go on at once; the next caller becomes the head and asks in turn.
+ *
+ * Reservations, with a store that cannot answer on the spot but `holds`: the head also asks for the starts the key's
+ * callers are likely to want within the next `hold` (as many as asked for it since its last request, at most the
+ * share of the limit a `hold` is of the window: none for a low limit), recorded at the end of the hold; the extra
+ * ones are kept here, and a caller of the key takes one at once (`acquire` with no effect to wait for,
+ * `tryAcquireNow`), until the hold ends. A pause set here drops them; one set through another process lets them run
+ * out (at most `hold`). Unused ones are wasted, as a start handed to an interrupted caller is.
  */
 export const make = <E = never>(options: Options<E>): Effect.Effect<RateLimiter<E>, InvalidRateLimit, Scope.Scope> =>
   Effect.gen(function*() {
@@ -329,6 +375,43 @@ export const make = <E = never>(options: Options<E>): Effect.Effect<RateLimiter<
       (yield* makeMemoryStore({ idleTimeToLive: options.idleTimeToLive ?? per }))
     const clock = yield* Effect.clock
     const lines = new Map<string, Line<E>>()
+
+    const decide = store.unsafeTryAcquire
+    const holdMillis = Math.min(HOLD_MILLIS, Math.floor(windowMillis / 4))
+    const mostReserved = Math.min(MAX_BLOCK, Math.floor((limit * holdMillis) / windowMillis))
+    const reserving = decide === undefined && store.holds === true && holdMillis > 0 && mostReserved > 0
+    /** Per key: starts reserved (until when), and how many callers asked since the last request to the store. */
+    const reserves = new Map<string, Reserve>()
+
+    const reserveOf = (key: string) => {
+      let reserve = reserves.get(key)
+      if (reserve === undefined) {
+        if (reserves.size >= MAX_RESERVES) {
+          const now = clock.unsafeCurrentTimeMillis()
+          for (const [other, old] of reserves) if (old.until <= now) reserves.delete(other)
+        }
+        reserve = { left: 0, until: 0, asked: 0, since: clock.unsafeCurrentTimeMillis() }
+        reserves.set(key, reserve)
+      }
+      return reserve
+    }
+    /** Takes up to `n` reserved starts of `key`; how many it took. */
+    const takeReserved = (key: string, n: number, now: number) => {
+      const reserve = reserves.get(key)
+      if (reserve === undefined || reserve.left === 0) return 0
+      if (now >= reserve.until) {
+        reserve.left = 0
+        return 0
+      }
+      const taken = Math.min(n, reserve.left)
+      reserve.left -= taken
+      return taken
+    }
+    /** A caller of `key` asks for a start: counted (for the next request's reservation), and given a reserved one. */
+    const askReserved = (key: string) => {
+      reserveOf(key).asked++
+      return !lines.has(key) && takeReserved(key, 1, clock.unsafeCurrentTimeMillis()) === 1
+    }
 
     const leave = (key: string, line: Line<E>, waiter: Waiter<E>) => {
       if (waiter.granted) return
@@ -352,23 +435,52 @@ export const make = <E = never>(options: Options<E>): Effect.Effect<RateLimiter<
         if (retryAt !== undefined && retryAt > now) {
           return Effect.zipRight(clock.sleep(Duration.millis(retryAt - now)), lead(key, line, undefined))
         }
-        const count = Math.min(line.waiters.size, MAX_BLOCK)
-        return Effect.flatMap(store.tryAcquire({ key, now, limit, windowMillis, count }), (decision) => {
+        /** The head (first in the line) keeps one start; the callers right behind it get the others. */
+        const handOut = (starts: number) => {
+          let handed = 0
+          for (const waiter of line.waiters) {
+            if (handed === starts) break
+            if (handed++ === 0) continue
+            line.waiters.delete(waiter)
+            waiter.granted = true
+            handTo(waiter, Effect.void)
+          }
+          return handed
+        }
+        // Starts reserved earlier go to the line first.
+        const reserved = reserving ? takeReserved(key, Math.min(line.waiters.size, MAX_BLOCK), now) : 0
+        if (reserved > 0) {
+          handOut(reserved)
+          return Effect.void
+        }
+        // As many as the key's callers asked for per millisecond since the last request, for a whole hold.
+        const asked = reserving ? reserveOf(key) : undefined
+        const want = asked === undefined || asked.asked === 0
+          ? 0
+          : Math.min(mostReserved, Math.ceil((asked.asked * holdMillis) / Math.max(1, now - asked.since)))
+        const waiting = Math.min(line.waiters.size, MAX_BLOCK)
+        const count = Math.min(waiting + want, MAX_BLOCK)
+        if (asked !== undefined) {
+          asked.asked = 0
+          asked.since = now
+        }
+        const request = want > 0
+          ? { key, now, limit, windowMillis, count, holdMillis }
+          : { key, now, limit, windowMillis, count }
+        return Effect.flatMap(store.tryAcquire(request), (decision) => {
           if (!decision.allowed) {
             // Kept for the next head too, should this one be interrupted while it waits.
             line.retryAt = Math.max(decision.retryAt, now + 1)
             return lead(key, line, line.retryAt)
           }
           const granted = Math.max(1, Math.min(count, decision.granted ?? 1))
-          line.retryAt = granted < count ? decision.retryAt ?? now : undefined
-          // The head (first in the line) keeps one start; the callers right behind it get the others.
-          let handed = 0
-          for (const waiter of line.waiters) {
-            if (handed === granted) break
-            if (handed++ === 0) continue
-            line.waiters.delete(waiter)
-            waiter.granted = true
-            handTo(waiter, Effect.void)
+          line.retryAt = granted < waiting ? decision.retryAt ?? now : undefined
+          const handed = handOut(granted)
+          if (want > 0) {
+            // Recorded at `now + holdMillis`: usable until then by callers to come.
+            const reserve = reserveOf(key)
+            reserve.left = granted - handed
+            reserve.until = now + holdMillis
           }
           return Effect.void
         })
@@ -402,10 +514,10 @@ export const make = <E = never>(options: Options<E>): Effect.Effect<RateLimiter<
         })
       )
 
-    const decide = store.unsafeTryAcquire
     // Not an `Effect.fn`: a span per acquire would cost more than the acquire.
     const acquire = decide === undefined
-      ? (key: string): Effect.Effect<void, E> => queue(key, undefined)
+      ? (key: string): Effect.Effect<void, E> =>
+        Effect.suspend(() => reserving && askReserved(key) ? Effect.void : queue(key, undefined))
       : (key: string): Effect.Effect<void, E> =>
         Effect.suspend(() => {
           if (lines.has(key)) return queue(key, undefined)
@@ -414,13 +526,14 @@ export const make = <E = never>(options: Options<E>): Effect.Effect<RateLimiter<
         })
 
     const tryAcquireNow = decide === undefined
-      ? () => false
+      ? (key: string) => reserving && askReserved(key)
       : (key: string) => !lines.has(key) && decide(key, clock.unsafeCurrentTimeMillis(), limit, windowMillis).allowed
 
     const pauseUntil = Effect.fn("RateLimiter.pauseUntil")(function*(key: string, epochMillis: number) {
       if (!Number.isFinite(epochMillis)) {
         return yield* Effect.dieMessage(`RateLimiter.pauseUntil: ${epochMillis} is not an instant`)
       }
+      reserves.delete(key)
       yield* store.pauseUntil({ key, until: epochMillis, now: clock.unsafeCurrentTimeMillis() })
     })
 

@@ -441,4 +441,77 @@ describe("RateLimiter", () => {
       yield* TestClock.adjust(Duration.millis(1))
       yield* Fiber.join(refused)
     }))
+
+  describe("reservations (a remote store that holds)", () => {
+    /** The memory store seen as a remote one (no answer on the spot) that holds; every request recorded. */
+    const remoteStore = Effect.gen(function*() {
+      const memory = yield* RateLimiter.makeMemoryStore({ idleTimeToLive: "10 seconds" })
+      const requests: Array<RateLimiter.TryAcquireRequest> = []
+      const store: RateLimiter.RateLimiterStore = {
+        holds: true,
+        tryAcquire: (request) => Effect.zipRight(Effect.sync(() => requests.push(request)), memory.tryAcquire(request)),
+        pauseUntil: memory.pauseUntil
+      }
+      return { store, requests }
+    })
+
+    it.scoped("starts reserved for callers to come are taken at once, without the store, until the hold ends", () =>
+      Effect.gen(function*() {
+        const { requests, store } = yield* remoteStore
+        const limiter = yield* RateLimiter.make({ limit: 1000, per: "1 second", store })
+        // One caller at a time, as a worker pool's callbacks ask: each request reserves what was asked since the last.
+        for (let i = 0; i < 30; i++) {
+          if (!limiter.tryAcquireNow("k")) yield* limiter.acquire("k")
+        }
+        assert.isBelow(requests.length, 5, `30 starts from ${requests.length} requests`)
+        // A hold is a quarter of the window (at most 250 ms); a reservation at most that share of the limit.
+        assert.isTrue(requests.slice(1).every((request) => request.holdMillis === 250 && (request.count ?? 1) <= 251))
+        const before = requests.length
+        const leftNow = Array.from({ length: 300 }, () => limiter.tryAcquireNow("k")).filter(Boolean).length
+        assert.isAbove(leftNow, 0)
+        assert.isAtMost(leftNow, 250, "no more than a hold's share of the limit (1000 × 250 / 1000)")
+        assert.strictEqual(requests.length, before, "tryAcquireNow never asks the store")
+        // Reserved starts last the hold: past it the next caller asks the store again.
+        yield* limiter.acquire("k")
+        yield* TestClock.adjust(Duration.millis(250))
+        assert.isFalse(limiter.tryAcquireNow("k"), "expired")
+      }))
+
+    it.scoped("no window ever holds more than the limit, counting each start when its caller goes on", () =>
+      Effect.gen(function*() {
+        const { store } = yield* remoteStore
+        const limiter = yield* RateLimiter.make({ limit: 100, per: "1 second", store })
+        const starts: Array<Start> = []
+        const caller = (id: number) =>
+          Effect.gen(function*() {
+            for (let round = 0; round < 8; round++) {
+              yield* Effect.sleep(Duration.millis(((id * 37 + round * 11) % 23) + 1))
+              if (!limiter.tryAcquireNow("k")) yield* limiter.acquire("k")
+              starts.push({ id, at: yield* Clock.currentTimeMillis })
+            }
+          })
+        const fiber = yield* Effect.fork(Effect.all(range(0, 60).map(caller), { concurrency: "unbounded" }))
+        for (let i = 0; i < 120; i++) yield* TestClock.adjust(Duration.millis(50))
+        yield* Fiber.join(fiber)
+        assert.strictEqual(starts.length, 480)
+        assert.isAtMost(busiestWindow(starts, 1000), 100)
+        assert.isAtLeast(busiestWindow(starts, 1000), 90, "and the limit is used, not wasted away")
+      }))
+
+    it.scoped("a pause drops the reserve; a low limit reserves nothing", () =>
+      Effect.gen(function*() {
+        const { requests, store } = yield* remoteStore
+        const limiter = yield* RateLimiter.make({ limit: 1000, per: "1 second", store })
+        yield* limiter.acquire("k")
+        yield* limiter.acquire("k")
+        assert.isTrue(limiter.tryAcquireNow("k") || limiter.tryAcquireNow("k") || requests.length > 0)
+        yield* limiter.pauseUntil("k", 100)
+        assert.isFalse(limiter.tryAcquireNow("k"), "the reserve is gone with the pause")
+        const low = yield* remoteStore
+        const strict = yield* RateLimiter.make({ limit: 3, per: "1 second", store: low.store })
+        for (let i = 0; i < 3; i++) yield* strict.acquire("k")
+        assert.strictEqual(low.requests.length, 3, "3 per second: a hold's share (a quarter) is under one start")
+        assert.isTrue(low.requests.every((request) => request.holdMillis === undefined && request.count === 1))
+      }))
+  })
 })

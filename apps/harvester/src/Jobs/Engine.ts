@@ -256,9 +256,9 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
         // The fetcher takes the rate slot inside the concurrency permit, right before the request (and pauses the
         // host through `pauseUntil` on Retry-After); a target that got its permit while draining stops there.
         // Options validated once per job: the per-page call has no validation and no span of its own.
-        // The lane (HttpFetcher.prepareLane) starts a request from plain code when the limits answer at once: with
-        // limits of this process (the permits implied by the pool, or taken at once when free); the draining check
-        // is the lane's own (`takeNext`).
+        // The lane (HttpFetcher.prepareLane) starts a request from plain code when the limits answer at once: the
+        // permits implied by the pool, or taken at once when free (a lingering shared slot); a rate start on the spot
+        // or reserved (a shared store's block). The draining check is the lane's own (`takeNext`).
         const lane = yield* fetcher.prepareLane<string, string>({
           retries: options.retries,
           timeout,
@@ -280,8 +280,6 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
           guardNow
         }).pipe(Effect.orDie)
         const fetchUrl = lane.get
-        /** Whether the lane can ever start a request here (shared limits need a store round trip: never). */
-        const laneOpen = limits.store === "memory"
         const clock = yield* Effect.clock
 
         /** One page: the fetcher's result as a row (a JSON body stored as received, once it parsed). */
@@ -601,7 +599,7 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
             const target = claimed[next++]!
             holding = true
             busy++
-            const work = laneOpen && target.paginate === null
+            const work = target.paginate === null
               ? fast(target)
               : Effect.zipRight(processTarget(target), Effect.suspend(loop))
             if (left > ahead || exhausted || claiming) {

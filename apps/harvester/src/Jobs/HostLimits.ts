@@ -64,6 +64,7 @@ const byInterval = <E>(
   const keyOf = (key: string, windowMillis: number) => `${key} ${windowMillis}`
   const unsafe = windows.unsafeTryAcquire
   return {
+    holds: windows.holds,
     tryAcquire: (request) => windows.tryAcquire({ ...request, key: keyOf(request.key, request.windowMillis) }),
     unsafeTryAcquire: unsafe === undefined
       ? undefined

@@ -103,6 +103,7 @@ export const outagePolicy: Schedule.Schedule<unknown, LimitStoreError> = Schedul
  */
 export const resilient = (store: SharedRateLimiterStore): SharedRateLimiterStore<never> => ({
   backend: store.backend,
+  holds: store.holds,
   tryAcquire: (request) => store.tryAcquire(request).pipe(Effect.retry(outagePolicy), Effect.orDie),
   pauseUntil: (request) => store.pauseUntil(request).pipe(Effect.retry(outagePolicy), Effect.orDie)
 })

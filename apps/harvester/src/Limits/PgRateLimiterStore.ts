@@ -52,9 +52,14 @@ export const make = (
     const backend = sql.onDialectOrElse({ pg: () => "postgres" as const, orElse: () => "sqlite" as const })
     const fail = (operation: string) => (cause: unknown) => new LimitStoreError({ backend, operation, cause })
 
-    const pgTryAcquire: SharedRateLimiterStore["tryAcquire"] = ({ count = 1, key, limit, now, windowMillis }) => {
+    const pgTryAcquire: SharedRateLimiterStore["tryAcquire"] = (
+      { count = 1, holdMillis = 0, key, limit, now, windowMillis }
+    ) => {
       const window = Math.ceil(windowMillis)
-      return sql`SELECT now_ms, granted, retry_at FROM limit_rate_try_acquire(${key}, ${limit}, ${window}, ${count})`
+      const hold = Math.ceil(holdMillis)
+      return (hold > 0
+        ? sql`SELECT now_ms, granted, retry_at FROM limit_rate_try_acquire(${key}, ${limit}, ${window}, ${count}, ${hold})`
+        : sql`SELECT now_ms, granted, retry_at FROM limit_rate_try_acquire(${key}, ${limit}, ${window}, ${count})`)
         .pipe(
           Effect.flatMap((rows) => decodeFunctionRow(rows[0])),
           Effect.map((row): SharedDecision => {
@@ -67,8 +72,11 @@ export const make = (
         )
     }
 
-    const sqliteTryAcquire: SharedRateLimiterStore["tryAcquire"] = ({ count = 1, key, limit, now, windowMillis }) => {
+    const sqliteTryAcquire: SharedRateLimiterStore["tryAcquire"] = (
+      { count = 1, holdMillis = 0, key, limit, now, windowMillis }
+    ) => {
       const window = Math.ceil(windowMillis)
+      const hold = Math.ceil(holdMillis)
       return sql.withTransaction(Effect.gen(function*() {
         const rows = yield* sql`WITH clock AS (SELECT ${storeNow(sql, now)} AS now)
           SELECT clock.now AS now,
@@ -85,7 +93,9 @@ export const make = (
         if (retryAt > 0) return { allowed: false, retryAt: now + (retryAt - dbNow) } satisfies SharedDecision
         const granted = Math.min(Math.max(1, count), limit - row.live)
         yield* sql`INSERT INTO limit_rate_starts ${
-          sql.insert(Array.from({ length: granted }, () => ({ key, at: dbNow, expires_at: dbNow + window })))
+          sql.insert(
+            Array.from({ length: granted }, () => ({ key, at: dbNow + hold, expires_at: dbNow + hold + window }))
+          )
         }`
         return grantedDecision(dbNow, count, granted, now + ((row.oldest ?? dbNow) + window - dbNow))
       })).pipe(Effect.mapError(fail("tryAcquire")))
@@ -116,5 +126,5 @@ export const make = (
       Effect.forkScoped
     )
 
-    return { backend, tryAcquire, pauseUntil } satisfies SharedRateLimiterStore
+    return { backend, holds: true, tryAcquire, pauseUntil } satisfies SharedRateLimiterStore
   })

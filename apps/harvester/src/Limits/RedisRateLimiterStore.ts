@@ -25,13 +25,14 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function int(x) return string.format("%.0f", x) end`
 
 /**
- * KEYS: starts, pause. ARGV: limit, window, member prefix, count. Returns {1, now, granted, retryAt (0 when all were
- * granted)} or {0, now, retryAt}.
+ * KEYS: starts, pause. ARGV: limit, window, member prefix, count, hold. Returns {1, now, granted, retryAt (0 when all
+ * were granted)} or {0, now, retryAt}. The granted starts are scored `now + hold` (`RateLimiterStore.holds`).
  */
 const TRY_ACQUIRE = `${NOW}
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local count = tonumber(ARGV[4]) or 1
+local hold = tonumber(ARGV[5]) or 0
 redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", int(now - window))
 local retryAt = 0
 local paused = tonumber(redis.call("GET", KEYS[2]) or "0")
@@ -47,8 +48,8 @@ if live >= limit then
 end
 if retryAt > 0 then return { 0, now, retryAt } end
 local granted = math.min(math.max(count, 1), limit - live)
-for i = 1, granted do redis.call("ZADD", KEYS[1], int(now), ARGV[3] .. ":" .. i) end
-if redis.call("PTTL", KEYS[1]) < window then redis.call("PEXPIRE", KEYS[1], int(window)) end
+for i = 1, granted do redis.call("ZADD", KEYS[1], int(now + hold), ARGV[3] .. ":" .. i) end
+if redis.call("PTTL", KEYS[1]) < window + hold then redis.call("PEXPIRE", KEYS[1], int(window + hold)) end
 if granted < count then retryAt = oldestFree() end
 return { 1, now, granted, retryAt }`
 
@@ -75,12 +76,14 @@ export const make: Effect.Effect<SharedRateLimiterStore, never, RedisClient> = E
   const startsKey = (key: string) => `${prefix}rate:{${key}}:starts`
   const pauseKey = (key: string) => `${prefix}rate:{${key}}:pause`
 
-  const tryAcquire: SharedRateLimiterStore["tryAcquire"] = ({ count = 1, key, limit, now, windowMillis }) =>
+  const tryAcquire: SharedRateLimiterStore["tryAcquire"] = (
+    { count = 1, holdMillis = 0, key, limit, now, windowMillis }
+  ) =>
     // The members are drawn when the effect runs: one that is run twice (a retry) records its starts twice, never once.
     Effect.suspend(() =>
       runTryAcquire(
         [startsKey(key), pauseKey(key)],
-        [limit, Math.ceil(windowMillis), `${instance}:${sequence++}`, count]
+        [limit, Math.ceil(windowMillis), `${instance}:${sequence++}`, count, Math.ceil(holdMillis)]
       )
     ).pipe(
       Effect.flatMap((reply) =>
@@ -98,5 +101,5 @@ export const make: Effect.Effect<SharedRateLimiterStore, never, RedisClient> = E
   const pauseUntil: SharedRateLimiterStore["pauseUntil"] = ({ key, now, until }) =>
     until <= now ? Effect.void : Effect.asVoid(runPause([pauseKey(key)], [Math.ceil(until - now)]))
 
-  return { backend: "redis", tryAcquire, pauseUntil } satisfies SharedRateLimiterStore
+  return { backend: "redis", holds: true, tryAcquire, pauseUntil } satisfies SharedRateLimiterStore
 })

@@ -16,6 +16,8 @@
  * - a slot an effect is done with goes straight to the next caller in line, without asking the store;
  * - with no caller in line it is kept idle for `linger` (default 0: given back at once) for this instance's next
  *   caller of the host, then given back;
+ * - a lingering slot can also be taken at once, from plain code (`tryAcquireNow`, for `HttpFetcher.prepareLane`): its
+ *   release hands it to the line or lets it linger as `withPermit` does, a store round trip running in the background;
  * - a slot is reused for at most `maxHold` (default 1 s, and less than the lease) after it was claimed; then it is
  *   given back and, for one poll period (`1.5 × pollInterval`, the longest a waiting instance sleeps between polls),
  *   this instance claims one slot fewer of that host, so that an instance waiting for the host finds it free.
@@ -34,7 +36,7 @@
  */
 import * as KeyedConcurrency from "@spindle/core/KeyedConcurrency"
 import type { Scope } from "effect"
-import { Data, Duration, Effect, Either, Exit, Option, Random, Schedule } from "effect"
+import { Data, Duration, Effect, Either, Exit, FiberSet, Option, Random, Schedule } from "effect"
 import { randomUUID } from "node:crypto"
 import type { LimitStoreError, SlotStore } from "./LimitStore.js"
 import { outagePolicy } from "./LimitStore.js"
@@ -222,28 +224,32 @@ export const make = (
         )
       })
 
-    /** A slot nobody holding it uses any more: to the next caller in line, or kept for a while, or given back. */
-    const give = (host: Host, slot: Slot): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        const now = clock.unsafeCurrentTimeMillis()
-        if (closed || now - slot.claimedAt >= maxHoldMillis) return giveBack(host, slot, !closed)
-        const head = first(host.line)
-        if (head !== undefined) {
-          host.line.delete(head)
-          head.slot = slot
-          const resume = head.resume
-          if (resume !== undefined) {
-            head.resume = undefined
-            resume(Effect.succeed(slot))
-          }
-          return Effect.void
+    /**
+     * A slot nobody holding it uses any more: to the next caller in line, or kept for a while (both at once), or given
+     * back (the effect returned: a store round trip).
+     */
+    const giveNow = (host: Host, slot: Slot): Effect.Effect<void> | undefined => {
+      const now = clock.unsafeCurrentTimeMillis()
+      if (closed || now - slot.claimedAt >= maxHoldMillis) return giveBack(host, slot, !closed)
+      const head = first(host.line)
+      if (head !== undefined) {
+        host.line.delete(head)
+        head.slot = slot
+        const resume = head.resume
+        if (resume !== undefined) {
+          head.resume = undefined
+          resume(Effect.succeed(slot))
         }
-        if (lingerMillis === 0) return giveBack(host, slot, false)
-        slot.idleSince = now
-        host.idle.push(slot)
-        lingering.add(host)
-        return Effect.void
-      })
+        return undefined
+      }
+      if (lingerMillis === 0) return giveBack(host, slot, false)
+      slot.idleSince = now
+      host.idle.push(slot)
+      lingering.add(host)
+      return undefined
+    }
+    const give = (host: Host, slot: Slot): Effect.Effect<void> =>
+      Effect.suspend(() => giveNow(host, slot) ?? Effect.void)
 
     const hasFreeSlot = (key: string) =>
       store.holders({ key, now: clock.unsafeCurrentTimeMillis() }).pipe(
@@ -383,6 +389,36 @@ export const make = (
         return { host, slot }
       })
 
+    /** Store round trips started from plain code (`tryAcquireNow`'s release): run here, ended with the scope. */
+    const background = yield* FiberSet.make<void>()
+    const runInBackground = yield* FiberSet.runtime(background)<never>()
+
+    /**
+     * A lingering slot of `key` and the local permits at once, when one lingers and nobody waits; their release runs
+     * `give` (a slot past `maxHold` goes back to the store from a background fiber). Otherwise nothing is taken.
+     */
+    const tryAcquireNow = (key: string): (() => void) | undefined => {
+      const host = hosts.get(key)
+      if (closed || host === undefined || host.line.size > 0 || host.idle.length === 0) return undefined
+      const releaseLocal = local.tryAcquireNow(key)
+      if (releaseLocal === undefined) return undefined
+      const now = clock.unsafeCurrentTimeMillis()
+      while (host.idle.length > 0) {
+        const slot = host.idle.pop()!
+        if (host.idle.length === 0) lingering.delete(host)
+        if (now - slot.claimedAt < maxHoldMillis) {
+          return () => {
+            const rest = giveNow(host, slot)
+            if (rest !== undefined) runInBackground(rest)
+            releaseLocal()
+          }
+        }
+        runInBackground(giveBack(host, slot, true))
+      }
+      releaseLocal()
+      return undefined
+    }
+
     const shared = (key: string) => <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
       Effect.uninterruptibleMask((restore) =>
         Effect.flatMap(
@@ -432,8 +468,7 @@ export const make = (
       global: options.global,
       owner,
       withPermit: (key) => (effect) => local.withPermit(key)(shared(key)(effect)),
-      // A slot may need a store round trip: never at once (callers use `withPermit`).
-      tryAcquireNow: () => undefined,
+      tryAcquireNow,
       inFlight: local.inFlight,
       globalInFlight: local.globalInFlight,
       keys: local.keys,

@@ -48,12 +48,14 @@ export const asyncCommit = (sql: SqlClient.SqlClient): Statement.Fragment =>
  * PostgreSQL's decision in one round trip (see PgRateLimiterStore): the same steps as the SQLite transaction, in a
  * function, so the key's advisory lock is held for microseconds instead of five round trips. A volatile PL/pgSQL
  * function takes a fresh snapshot per statement, so after the lock it sees the previous holder's commit. It grants up
- * to `p_count` starts at once (one row each, all at the same instant); `retry_at` is then set when fewer were granted.
+ * to `p_count` starts at once (one row each, all at `now + p_hold`: `RateLimiterStore.holds`; every live row counts,
+ * rows recorded ahead included); `retry_at` is then set when fewer were granted.
  * (Databases created by an older version also keep its three-argument overload, which an older instance may still
  * call during a rolling upgrade: both decide over the same rows under the same lock.)
  */
-const TRY_ACQUIRE_FUNCTION =
-  `CREATE OR REPLACE FUNCTION limit_rate_try_acquire(p_key TEXT, p_limit BIGINT, p_window BIGINT, p_count BIGINT)
+const TRY_ACQUIRE_FUNCTION = `CREATE OR REPLACE FUNCTION limit_rate_try_acquire(
+  p_key TEXT, p_limit BIGINT, p_window BIGINT, p_count BIGINT, p_hold BIGINT
+)
 RETURNS TABLE (now_ms BIGINT, granted BIGINT, retry_at BIGINT) LANGUAGE plpgsql VOLATILE AS $fn$
 DECLARE
   v_now BIGINT;
@@ -74,7 +76,7 @@ BEGIN
   IF retry_at = 0 THEN
     granted := LEAST(GREATEST(p_count, 1), p_limit - v_live);
     INSERT INTO limit_rate_starts (key, at, expires_at)
-      SELECT p_key, v_now, v_now + p_window FROM generate_series(1, granted);
+      SELECT p_key, v_now + p_hold, v_now + p_hold + p_window FROM generate_series(1, granted);
     IF granted < p_count THEN retry_at := COALESCE(v_oldest, v_now) + p_window; END IF;
   END IF;
   now_ms := v_now;
@@ -82,13 +84,22 @@ BEGIN
 END
 $fn$`
 
+/** The four-argument overload (no hold), which instances of the previous version call: the same decision. */
+const TRY_ACQUIRE_FUNCTION_NO_HOLD =
+  `CREATE OR REPLACE FUNCTION limit_rate_try_acquire(p_key TEXT, p_limit BIGINT, p_window BIGINT, p_count BIGINT)
+RETURNS TABLE (now_ms BIGINT, granted BIGINT, retry_at BIGINT) LANGUAGE sql VOLATILE AS
+$fn$ SELECT * FROM limit_rate_try_acquire(p_key, p_limit, p_window, p_count, 0) $fn$`
+
 export const ensureSchema: Effect.Effect<void, SqlError.SqlError, SqlClient.SqlClient> = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   const lock = sql.onDialectOrElse({
     pg: () => sql`SELECT pg_advisory_xact_lock(${SCHEMA_LOCK})`,
     orElse: () => Effect.void
   })
-  const pgOnly = sql.onDialectOrElse({ pg: () => sql.unsafe(TRY_ACQUIRE_FUNCTION), orElse: () => Effect.void })
+  const pgOnly = sql.onDialectOrElse({
+    pg: () => Effect.zipRight(sql.unsafe(TRY_ACQUIRE_FUNCTION), sql.unsafe(TRY_ACQUIRE_FUNCTION_NO_HOLD)),
+    orElse: () => Effect.void
+  })
   yield* sql.withTransaction(Effect.gen(function*() {
     yield* lock
     yield* sql`CREATE TABLE IF NOT EXISTS limit_rate_starts (
