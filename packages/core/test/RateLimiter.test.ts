@@ -498,6 +498,32 @@ describe("RateLimiter", () => {
         assert.isAtLeast(busiestWindow(starts, 1000), 90, "and the limit is used, not wasted away")
       }))
 
+    it.scoped("callers interrupted anywhere (in line, leading, holding a reserved start) leak nothing", () =>
+      Effect.gen(function*() {
+        const { requests, store } = yield* remoteStore
+        const limiter = yield* RateLimiter.make({ limit: 40, per: "1 second", store })
+        const starts: Array<Start> = []
+        const caller = (id: number) =>
+          Effect.gen(function*() {
+            for (let round = 0; round < 6; round++) {
+              yield* Effect.sleep(Duration.millis(((id * 13 + round * 7) % 17) + 1))
+              if (!limiter.tryAcquireNow("k")) yield* limiter.acquire("k")
+              starts.push({ id, at: yield* Clock.currentTimeMillis })
+            }
+          })
+        const fibers = yield* Effect.forEach(range(0, 30), (id) => Effect.fork(caller(id)))
+        for (let i = 0; i < 40; i++) {
+          yield* TestClock.adjust(Duration.millis(25))
+          if (i % 4 === 0) yield* Fiber.interrupt(fibers[(i * 7) % fibers.length]!)
+        }
+        for (let i = 0; i < 400; i++) yield* TestClock.adjust(Duration.millis(25))
+        yield* Effect.forEach(fibers, Fiber.await, { discard: true })
+        assert.isAtMost(busiestWindow(starts, 1000), 40)
+        assert.isAbove(starts.length, 100)
+        assert.strictEqual(yield* limiter.waitingKeys, 0, "no line left behind")
+        assert.isAbove(requests.length, 0)
+      }))
+
     it.scoped("a pause drops the reserve; a low limit reserves nothing", () =>
       Effect.gen(function*() {
         const { requests, store } = yield* remoteStore
