@@ -283,23 +283,31 @@ describe("RateLimiter", () => {
       assert.isTrue(Exit.isFailure(exit) && !Exit.isInterrupted(exit))
     }))
 
-  /** The memory store without its on-the-spot answer (like a shared store): every call and its block is logged. */
-  const remoteLike = Effect.gen(function*() {
-    const memory = yield* RateLimiter.makeMemoryStore({ idleTimeToLive: "1 second" })
-    const calls: Array<{ readonly asked: number; readonly granted: number; readonly at: number }> = []
-    const store: RateLimiter.RateLimiterStore = {
-      tryAcquire: (request) =>
-        Effect.tap(memory.tryAcquire(request), (decision) => {
-          calls.push({
-            asked: request.count ?? 1,
-            granted: decision.allowed ? decision.granted ?? 1 : 0,
-            at: request.now
-          })
-        }),
-      pauseUntil: memory.pauseUntil
-    }
-    return { store, calls }
-  })
+  /**
+   * The memory store without its on-the-spot answer (like a shared store), holding reservations or not: every call,
+   * its request and its block are logged.
+   */
+  const remoteStore = (holds: boolean) =>
+    Effect.gen(function*() {
+      const memory = yield* RateLimiter.makeMemoryStore({ idleTimeToLive: "10 seconds" })
+      const calls: Array<{ readonly asked: number; readonly granted: number; readonly at: number }> = []
+      const requests: Array<RateLimiter.TryAcquireRequest> = []
+      const store: RateLimiter.RateLimiterStore = {
+        holds,
+        tryAcquire: (request) =>
+          Effect.tap(memory.tryAcquire(request), (decision) => {
+            requests.push(request)
+            calls.push({
+              asked: request.count ?? 1,
+              granted: decision.allowed ? decision.granted ?? 1 : 0,
+              at: request.now
+            })
+          }),
+        pauseUntil: memory.pauseUntil
+      }
+      return { store, calls, requests }
+    })
+  const remoteLike = remoteStore(false)
 
   it.scoped("the head asks a store for a block of starts for its whole line, in order, never over the window", () =>
     Effect.gen(function*() {
@@ -443,21 +451,25 @@ describe("RateLimiter", () => {
     }))
 
   describe("reservations (a remote store that holds)", () => {
-    /** The memory store seen as a remote one (no answer on the spot) that holds; every request recorded. */
-    const remoteStore = Effect.gen(function*() {
-      const memory = yield* RateLimiter.makeMemoryStore({ idleTimeToLive: "10 seconds" })
-      const requests: Array<RateLimiter.TryAcquireRequest> = []
-      const store: RateLimiter.RateLimiterStore = {
-        holds: true,
-        tryAcquire: (request) => Effect.zipRight(Effect.sync(() => requests.push(request)), memory.tryAcquire(request)),
-        pauseUntil: memory.pauseUntil
-      }
-      return { store, requests }
-    })
+    const holding = remoteStore(true)
+
+    /**
+     * A caller of "k" that, `rounds` times, pauses a little (a spread of 1–`spread` ms of virtual time), then starts
+     * as a worker's callback would (at once if it can, else waiting), recording when it went on.
+     */
+    const caller =
+      (limiter: RateLimiter.RateLimiter, starts: Array<Start>, rounds: number, spread: number) => (id: number) =>
+        Effect.gen(function*() {
+          for (let round = 0; round < rounds; round++) {
+            yield* Effect.sleep(Duration.millis(((id * 37 + round * 11) % spread) + 1))
+            if (!limiter.tryAcquireNow("k")) yield* limiter.acquire("k")
+            starts.push({ id, at: yield* Clock.currentTimeMillis })
+          }
+        })
 
     it.scoped("starts reserved for callers to come are taken at once, without the store, until the hold ends", () =>
       Effect.gen(function*() {
-        const { requests, store } = yield* remoteStore
+        const { requests, store } = yield* holding
         const limiter = yield* RateLimiter.make({ limit: 1000, per: "1 second", store })
         // One caller at a time, as a worker pool's callbacks ask: each request reserves what was asked since the last.
         for (let i = 0; i < 30; i++) {
@@ -479,18 +491,12 @@ describe("RateLimiter", () => {
 
     it.scoped("no window ever holds more than the limit, counting each start when its caller goes on", () =>
       Effect.gen(function*() {
-        const { store } = yield* remoteStore
+        const { store } = yield* holding
         const limiter = yield* RateLimiter.make({ limit: 100, per: "1 second", store })
         const starts: Array<Start> = []
-        const caller = (id: number) =>
-          Effect.gen(function*() {
-            for (let round = 0; round < 8; round++) {
-              yield* Effect.sleep(Duration.millis(((id * 37 + round * 11) % 23) + 1))
-              if (!limiter.tryAcquireNow("k")) yield* limiter.acquire("k")
-              starts.push({ id, at: yield* Clock.currentTimeMillis })
-            }
-          })
-        const fiber = yield* Effect.fork(Effect.all(range(0, 60).map(caller), { concurrency: "unbounded" }))
+        const fiber = yield* Effect.fork(
+          Effect.all(range(0, 60).map(caller(limiter, starts, 8, 23)), { concurrency: "unbounded" })
+        )
         for (let i = 0; i < 120; i++) yield* TestClock.adjust(Duration.millis(50))
         yield* Fiber.join(fiber)
         assert.strictEqual(starts.length, 480)
@@ -500,18 +506,10 @@ describe("RateLimiter", () => {
 
     it.scoped("callers interrupted anywhere (in line, leading, holding a reserved start) leak nothing", () =>
       Effect.gen(function*() {
-        const { requests, store } = yield* remoteStore
+        const { requests, store } = yield* holding
         const limiter = yield* RateLimiter.make({ limit: 40, per: "1 second", store })
         const starts: Array<Start> = []
-        const caller = (id: number) =>
-          Effect.gen(function*() {
-            for (let round = 0; round < 6; round++) {
-              yield* Effect.sleep(Duration.millis(((id * 13 + round * 7) % 17) + 1))
-              if (!limiter.tryAcquireNow("k")) yield* limiter.acquire("k")
-              starts.push({ id, at: yield* Clock.currentTimeMillis })
-            }
-          })
-        const fibers = yield* Effect.forEach(range(0, 30), (id) => Effect.fork(caller(id)))
+        const fibers = yield* Effect.forEach(range(0, 30), (id) => Effect.fork(caller(limiter, starts, 6, 17)(id)))
         for (let i = 0; i < 40; i++) {
           yield* TestClock.adjust(Duration.millis(25))
           if (i % 4 === 0) yield* Fiber.interrupt(fibers[(i * 7) % fibers.length]!)
@@ -526,14 +524,14 @@ describe("RateLimiter", () => {
 
     it.scoped("a pause drops the reserve; a low limit reserves nothing", () =>
       Effect.gen(function*() {
-        const { requests, store } = yield* remoteStore
+        const { requests, store } = yield* holding
         const limiter = yield* RateLimiter.make({ limit: 1000, per: "1 second", store })
         yield* limiter.acquire("k")
         yield* limiter.acquire("k")
         assert.isTrue(limiter.tryAcquireNow("k") || limiter.tryAcquireNow("k") || requests.length > 0)
         yield* limiter.pauseUntil("k", 100)
         assert.isFalse(limiter.tryAcquireNow("k"), "the reserve is gone with the pause")
-        const low = yield* remoteStore
+        const low = yield* holding
         const strict = yield* RateLimiter.make({ limit: 3, per: "1 second", store: low.store })
         for (let i = 0; i < 3; i++) yield* strict.acquire("k")
         assert.strictEqual(low.requests.length, 3, "3 per second: a hold's share (a quarter) is under one start")
