@@ -78,22 +78,15 @@ export const make = (
     let inProgress: Deferred.Deferred<void> | undefined
     let awake = false
 
-    const enqueue = (write: QueuedWrite): Effect.Effect<void> => {
-      queued.push(write)
-      if (awake) return Effect.void
-      awake = true
-      return Queue.offer(wake, undefined)
-    }
-
-    const unsafeEnqueue = (write: QueuedWrite): boolean => {
-      if (queued.length >= maxQueued) return false
+    /** Queues the write and wakes the writer if it sleeps (from plain code too: no effect needed). */
+    const push = (write: QueuedWrite) => {
       queued.push(write)
       if (!awake) {
         awake = true
         Queue.unsafeOffer(wake, undefined)
       }
-      return true
     }
+    const enqueue = (write: QueuedWrite): Effect.Effect<void> => Effect.sync(() => push(write))
 
     const commit = (writes: ReadonlyArray<QueuedWrite>) =>
       Effect.gen(function*() {
@@ -146,7 +139,11 @@ export const make = (
           // Full: wait until the queue (this page not in it) has committed, then try again.
           return Effect.zipRight(Deferred.await(queuedCommitted), Effect.suspend(write))
         }),
-      unsafeWrite: (fence, page, done, sink) => unsafeEnqueue({ fence, page, done, sink }),
+      unsafeWrite: (fence, page, done, sink) => {
+        if (queued.length >= maxQueued) return false
+        push({ fence, page, done, sink })
+        return true
+      },
       store: (fence, page, done) =>
         Effect.suspend(() => {
           let owned = false
