@@ -114,6 +114,9 @@ for (const database of databases) {
                   const server = yield* serve(env)
                   const job = yield* createJob(server.baseUrl, targets)
                   yield* waitUntil(Effect.map(upstream.openRequests, (open) => open === 2))
+                  // Past the millisecond of the arrivals just seen (they are stamped in whole milliseconds): every
+                  // request stamped before `atSignal` then arrived before the signal, and none after it.
+                  yield* Effect.sleep("2 millis")
                   const atSignal = Date.now()
                   yield* Effect.fork(server.process.kill("SIGTERM"))
                   const code = yield* server.exitCode.pipe(Effect.timeout("30 seconds"))
