@@ -24,7 +24,7 @@
  * (see examples/rate-limited-fetch.ts).
  */
 import type { Scope } from "effect"
-import { Context, Data, Duration, Effect, Layer, Option } from "effect"
+import { Context, Data, Duration, Effect, FiberSet, Layer, Option } from "effect"
 
 /** Bad options: `field` names the option, `reason` says what is wrong with `value`. */
 export class InvalidRateLimit extends Data.TaggedError("InvalidRateLimit")<{
@@ -301,22 +301,31 @@ export const makeMemoryStore = (options: {
     } satisfies MemoryStore
   })
 
-/** The most starts the head of a line asks a store for at once. */
+/** The most starts the head of a line asks a store for at once for its line (reserved ones come on top). */
 const MAX_BLOCK = 256
+/** The most starts reserved per request to the store. */
+const MAX_RESERVED = 1024
 /** How long reserved starts last (at most: a twentieth of the window). */
 const HOLD_MILLIS = 250
 /** Keys with reservation state before the expired ones are dropped. */
 const MAX_RESERVES = 10_000
 
 /**
- * A key's reserved starts (usable until `until`), and the callers who asked for a start since the last request to the
- * store (made at `since`).
+ * A key's reserved starts: `left` usable until `until`, then the block a refill brought (`next`, usable until
+ * `nextUntil`); the callers who asked for a start since the last request to the store (made at `since`); the size of
+ * the last block granted (a refill starts when half of it is used); whether a refill is under way, and the instant
+ * before which none starts (the store refused the last one).
  */
 interface Reserve {
   left: number
   until: number
+  next: number
+  nextUntil: number
   asked: number
   since: number
+  block: number
+  refilling: boolean
+  refillAfter: number
 }
 
 /**
@@ -360,8 +369,10 @@ const handTo = <E>(waiter: Waiter<E>, effect: Effect.Effect<void, E>) => {
  * callers are likely to want within the next `hold` (as many as asked for it since its last request, at most the
  * share of the limit a `hold` is of the window: none for a low limit), recorded at the end of the hold; the extra
  * ones are kept here, and a caller of the key takes one at once (`acquire` with no effect to wait for,
- * `tryAcquireNow`), until the hold ends. A pause set here drops them; one set through another process lets them run
- * out (at most `hold`). Unused ones are wasted, as a start handed to an interrupted caller is.
+ * `tryAcquireNow`), until the hold ends. Once half of a block is used, the next is asked for in the background (a
+ * fiber of the limiter's scope), so callers starting at once keep doing so without waiting for the store. A pause set
+ * here drops them; one set through another process lets them run out (at most `hold`). Unused ones are wasted, as a
+ * start handed to an interrupted caller is.
  */
 export const make = <E = never>(options: Options<E>): Effect.Effect<RateLimiter<E>, InvalidRateLimit, Scope.Scope> =>
   Effect.gen(function*() {
@@ -378,7 +389,7 @@ export const make = <E = never>(options: Options<E>): Effect.Effect<RateLimiter<
 
     const decide = store.unsafeTryAcquire
     const holdMillis = Math.min(HOLD_MILLIS, Math.floor(windowMillis / 4))
-    const mostReserved = Math.min(MAX_BLOCK, Math.floor((limit * holdMillis) / windowMillis))
+    const mostReserved = Math.min(MAX_RESERVED, Math.floor((limit * holdMillis) / windowMillis))
     const reserving = decide === undefined && store.holds === true && holdMillis > 0 && mostReserved > 0
     /** Per key: starts reserved (until when), and how many callers asked since the last request to the store. */
     const reserves = new Map<string, Reserve>()
@@ -388,29 +399,113 @@ export const make = <E = never>(options: Options<E>): Effect.Effect<RateLimiter<
       if (reserve === undefined) {
         if (reserves.size >= MAX_RESERVES) {
           const now = clock.unsafeCurrentTimeMillis()
-          for (const [other, old] of reserves) if (old.until <= now) reserves.delete(other)
+          for (const [other, old] of reserves) {
+            if (old.until <= now && old.nextUntil <= now && !old.refilling) reserves.delete(other)
+          }
         }
-        reserve = { left: 0, until: 0, asked: 0, since: clock.unsafeCurrentTimeMillis() }
+        reserve = {
+          left: 0,
+          until: 0,
+          next: 0,
+          nextUntil: 0,
+          asked: 0,
+          since: clock.unsafeCurrentTimeMillis(),
+          block: 0,
+          refilling: false,
+          refillAfter: 0
+        }
         reserves.set(key, reserve)
       }
       return reserve
     }
+    /**
+     * Keeps `granted` starts, recorded at `until`, for callers to come: the current block when it is used up or over,
+     * else the next one. (Two blocks at once, should a refill and a head's request both land: the next block takes
+     * the earlier end of the two, so no start is used after the instant it was recorded at.)
+     */
+    const keep = (reserve: Reserve, granted: number, until: number, now: number) => {
+      if (granted <= 0) return
+      reserve.block = granted
+      if (reserve.left === 0 || now >= reserve.until) {
+        reserve.left = granted
+        reserve.until = until
+      } else if (reserve.next === 0 || now >= reserve.nextUntil) {
+        reserve.next = granted
+        reserve.nextUntil = until
+      } else {
+        reserve.next += granted
+        reserve.nextUntil = Math.min(reserve.nextUntil, until)
+      }
+    }
     /** Takes up to `n` reserved starts of `key`; how many it took. */
     const takeReserved = (key: string, n: number, now: number) => {
       const reserve = reserves.get(key)
-      if (reserve === undefined || reserve.left === 0) return 0
-      if (now >= reserve.until) {
-        reserve.left = 0
-        return 0
+      if (reserve === undefined) return 0
+      if (reserve.left === 0 || now >= reserve.until) {
+        reserve.left = now < reserve.nextUntil ? reserve.next : 0
+        reserve.until = reserve.nextUntil
+        reserve.next = 0
+        reserve.nextUntil = 0
+        if (reserve.left === 0) return 0
       }
       const taken = Math.min(n, reserve.left)
       reserve.left -= taken
       return taken
     }
-    /** A caller of `key` asks for a start: counted (for the next request's reservation), and given a reserved one. */
+    /** The starts the key's callers are likely to want within a hold: as many as they asked per ms since `since`. */
+    const wanted = (reserve: Reserve, now: number) =>
+      reserve.asked === 0
+        ? 0
+        : Math.min(mostReserved, Math.ceil((reserve.asked * holdMillis) / Math.max(1, now - reserve.since)))
+
+    /** Store requests started from plain code (refills): run here, interrupted with the scope. */
+    const background = yield* FiberSet.make<void>()
+    const runInBackground = yield* FiberSet.runtime(background)<never>()
+
+    /**
+     * Asks the store, in the background, for the next block of a key whose callers start at once from its reserve,
+     * once half of the last block is used: the reserve is refilled before it runs out, so those callers never wait
+     * for a round trip to the store (nor fall back to the line). A refusal stops refills until its `retryAt` (the
+     * line takes over); a failure is left for the line to meet.
+     */
+    const refill = (key: string, reserve: Reserve, now: number) => {
+      if (reserve.refilling || now < reserve.refillAfter || reserve.left * 2 > reserve.block) return
+      if (reserve.next > 0 && now < reserve.nextUntil) return
+      const want = wanted(reserve, now)
+      if (want === 0) return
+      reserve.asked = 0
+      reserve.since = now
+      reserve.refilling = true
+      runInBackground(
+        store.tryAcquire({ key, now, limit, windowMillis, count: want, holdMillis }).pipe(
+          Effect.matchCause({
+            onFailure: () => {
+              reserve.refillAfter = now + holdMillis
+            },
+            onSuccess: (decision) => {
+              if (decision.allowed) keep(reserve, decision.granted ?? 1, now + holdMillis, now)
+              else reserve.refillAfter = decision.retryAt
+            }
+          }),
+          Effect.ensuring(Effect.sync(() => {
+            reserve.refilling = false
+          }))
+        )
+      )
+    }
+
+    /**
+     * A caller of `key` asks for a start: counted (for the next request's reservation), and given a reserved one
+     * (which may start a refill).
+     */
     const askReserved = (key: string) => {
-      reserveOf(key).asked++
-      return !lines.has(key) && takeReserved(key, 1, clock.unsafeCurrentTimeMillis()) === 1
+      const reserve = reserveOf(key)
+      reserve.asked++
+      if (lines.has(key)) return false
+      const now = clock.unsafeCurrentTimeMillis()
+      if (takeReserved(key, 1, now) === 0) return false
+      refill(key, reserve, now)
+      return true
     }
 
     const leave = (key: string, line: Line<E>, waiter: Waiter<E>) => {
@@ -455,11 +550,9 @@ export const make = <E = never>(options: Options<E>): Effect.Effect<RateLimiter<
         }
         // As many as the key's callers asked for per millisecond since the last request, for a whole hold.
         const asked = reserving ? reserveOf(key) : undefined
-        const want = asked === undefined || asked.asked === 0
-          ? 0
-          : Math.min(mostReserved, Math.ceil((asked.asked * holdMillis) / Math.max(1, now - asked.since)))
+        const want = asked === undefined ? 0 : wanted(asked, now)
         const waiting = Math.min(line.waiters.size, MAX_BLOCK)
-        const count = Math.min(waiting + want, MAX_BLOCK)
+        const count = waiting + want
         if (asked !== undefined) {
           asked.asked = 0
           asked.since = now
@@ -476,12 +569,8 @@ export const make = <E = never>(options: Options<E>): Effect.Effect<RateLimiter<
           const granted = Math.max(1, Math.min(count, decision.granted ?? 1))
           line.retryAt = granted < waiting ? decision.retryAt ?? now : undefined
           const handed = handOut(granted)
-          if (want > 0) {
-            // Recorded at `now + holdMillis`: usable until then by callers to come.
-            const reserve = reserveOf(key)
-            reserve.left = granted - handed
-            reserve.until = now + holdMillis
-          }
+          // Recorded at `now + holdMillis`: usable until then by callers to come.
+          if (want > 0) keep(reserveOf(key), granted - handed, now + holdMillis, now)
           return Effect.void
         })
       })

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Clock, Data, Deferred, Duration, Effect, Exit, Fiber, FiberId, TestClock } from "effect"
+import { Clock, Data, Deferred, Duration, Effect, Exit, Fiber, FiberId, Scope, TestClock } from "effect"
 import * as RateLimiter from "../src/RateLimiter.js"
 
 interface Start {
@@ -467,9 +467,9 @@ describe("RateLimiter", () => {
           }
         })
 
-    it.scoped("starts reserved for callers to come are taken at once, without the store, until the hold ends", () =>
+    it.scoped("starts reserved for callers to come are taken at once, without waiting for the store, until the hold ends", () =>
       Effect.gen(function*() {
-        const { requests, store } = yield* holding
+        const { calls, requests, store } = yield* holding
         const limiter = yield* RateLimiter.make({ limit: 1000, per: "1 second", store })
         // One caller at a time, as a worker pool's callbacks ask: each request reserves what was asked since the last.
         for (let i = 0; i < 30; i++) {
@@ -478,15 +478,79 @@ describe("RateLimiter", () => {
         assert.isBelow(requests.length, 5, `30 starts from ${requests.length} requests`)
         // A hold is a quarter of the window (at most 250 ms); a reservation at most that share of the limit.
         assert.isTrue(requests.slice(1).every((request) => request.holdMillis === 250 && (request.count ?? 1) <= 251))
-        const before = requests.length
-        const leftNow = Array.from({ length: 300 }, () => limiter.tryAcquireNow("k")).filter(Boolean).length
+        // On the spot, as long as the window has room: the store is asked in the background (this one answers at
+        // once), for a block once half of the last one is used, so reserved starts run ahead of their use by two
+        // blocks (of a hold's share of the limit, 1000 × 250 / 1000) at most.
+        const leftNow = Array.from({ length: 600 }, () => limiter.tryAcquireNow("k")).filter(Boolean).length
         assert.isAbove(leftNow, 0)
-        assert.isAtMost(leftNow, 250, "no more than a hold's share of the limit (1000 × 250 / 1000)")
-        assert.strictEqual(requests.length, before, "tryAcquireNow never asks the store")
+        const reserved = calls.reduce((sum, call) => sum + call.granted, 0)
+        assert.isAtMost(reserved - (30 + leftNow), 500)
+        assert.isAtMost(reserved, 1000, "never over the window")
         // Reserved starts last the hold: past it the next caller asks the store again.
         yield* limiter.acquire("k")
         yield* TestClock.adjust(Duration.millis(250))
         assert.isFalse(limiter.tryAcquireNow("k"), "expired")
+      }))
+
+    it.scoped("a reserve is refilled in the background before it runs out: steady callers never wait for the store", () =>
+      Effect.gen(function*() {
+        const { requests, store } = yield* holding
+        // A remote store's round trip: 2 ms.
+        const remote: RateLimiter.RateLimiterStore = {
+          ...store,
+          tryAcquire: (request) => Effect.delay(store.tryAcquire(request), Duration.millis(2))
+        }
+        const limiter = yield* RateLimiter.make({ limit: 10_000, per: "1 second", store: remote })
+        const starts: Array<Start> = []
+        let waited = 0
+        // 4 callers a millisecond for 600 ms, each starting at once if it can, else waiting in line.
+        for (let ms = 0; ms < 600; ms++) {
+          for (let i = 0; i < 4; i++) {
+            if (!limiter.tryAcquireNow("k")) {
+              waited++
+              const fiber = yield* Effect.fork(limiter.acquire("k"))
+              yield* TestClock.adjust(Duration.millis(2))
+              yield* Fiber.join(fiber)
+            }
+            starts.push({ id: i, at: yield* Clock.currentTimeMillis })
+          }
+          yield* TestClock.adjust(Duration.millis(1))
+        }
+        assert.strictEqual(waited, 1, `only the first caller waits (${requests.length} requests)`)
+        assert.isAtLeast(requests.length, 3, "2400 starts in blocks of a hold's demand (4 a ms × 250 ms) at most")
+        assert.isAtMost(busiestWindow(starts, 1000), 10_000)
+      }))
+
+    it.scoped("a refill under way ends with the limiter's scope: nothing is left running", () =>
+      Effect.gen(function*() {
+        const { store } = yield* holding
+        const asked = yield* Deferred.make<void>()
+        const ended = yield* Deferred.make<boolean>()
+        let blocked = false
+        // Answers the first request; then, once blocked, never answers (until interrupted).
+        const remote: RateLimiter.RateLimiterStore = {
+          ...store,
+          tryAcquire: (request) =>
+            blocked
+              ? Effect.zipRight(Deferred.succeed(asked, undefined), Effect.never).pipe(
+                Effect.onInterrupt(() => Deferred.succeed(ended, true))
+              )
+              : store.tryAcquire(request)
+        }
+        const scope = yield* Scope.make()
+        const limiter = yield* Scope.extend(RateLimiter.make({ limit: 1000, per: "1 second", store: remote }), scope)
+        yield* limiter.acquire("k")
+        yield* TestClock.adjust(Duration.millis(1))
+        yield* limiter.acquire("k")
+        blocked = true
+        let taken = 0
+        while (!(yield* Deferred.isDone(asked)) && limiter.tryAcquireNow("k")) {
+          taken++
+          yield* Effect.yieldNow()
+        }
+        assert.isTrue(yield* Deferred.isDone(asked), `a refill was asked for after ${taken} starts`)
+        yield* Scope.close(scope, Exit.void)
+        assert.isTrue(yield* Deferred.await(ended), "the refill was interrupted")
       }))
 
     it.scoped("no window ever holds more than the limit, counting each start when its caller goes on", () =>
