@@ -41,6 +41,8 @@ import { Redis } from "ioredis"
 import { fileURLToPath } from "node:url"
 import type { SharedDecision, SharedRateLimiterStore } from "../src/Limits/LimitStore.js"
 import { LimitStoreError, resilient } from "../src/Limits/LimitStore.js"
+import * as PgRateLimiterStore from "../src/Limits/PgRateLimiterStore.js"
+import { ensureSchema } from "../src/Limits/schema.js"
 import * as SharedLimits from "../src/Limits/SharedLimits.js"
 import { PG_PORT, probe, REDIS_PORT, required } from "./support/Services.js"
 
@@ -954,6 +956,91 @@ for (const backend of backends) {
           assert.strictEqual(yield* survivor.holders(host), 0)
           assert.strictEqual(yield* probe.slotRows(host), 0)
         }), PROCESS_TEST_TIMEOUT)
+    })
+  })
+}
+
+/** A bare SQL database for each SQL store: no limit tables yet (as before the stores' first start). */
+const bareSql: ReadonlyArray<{
+  readonly name: string
+  readonly skip: string | null
+  readonly layer: Layer.Layer<SqlClient.SqlClient | NodeContext.NodeContext>
+}> = [
+  {
+    name: "postgres",
+    skip: required ? null : pgProblem,
+    layer: Layer.unwrapScoped(Effect.gen(function*() {
+      const name = `limits_upgrade_${randomSuffix()}`
+      yield* Effect.acquireRelease(
+        onAdmin((sql) => sql`CREATE DATABASE ${sql(name)}`),
+        () => onAdmin((sql) => sql`DROP DATABASE IF EXISTS ${sql(name)} WITH (FORCE)`)
+      )
+      return PgClient.layer({ url: Redacted.make(`postgres://postgres@127.0.0.1:5432/${name}`), maxConnections: 2 })
+    })).pipe(Layer.orDie, Layer.provideMerge(NodeContext.layer))
+  },
+  {
+    name: "sqlite",
+    skip: null,
+    layer: Layer.unwrapScoped(Effect.gen(function*() {
+      const fs = yield* FileSystem.FileSystem
+      const dir = yield* fs.makeTempDirectoryScoped({ prefix: "limits-upgrade-" })
+      return SqliteClient.layer({ filename: `${dir}/limits.db` })
+    })).pipe(Layer.orDie, Layer.provideMerge(NodeContext.layer))
+  }
+]
+
+for (const db of bareSql) {
+  describe.skipIf(db.skip !== null)(`the ${db.name} rate window's rows`, () => {
+    layer(db.layer, { excludeTestServices: true, timeout: "30 seconds" })((it) => {
+      it.scoped("a block of starts is one row; an older version's rows (one per start) still count, one each", () =>
+        Effect.gen(function*() {
+          const sql = yield* SqlClient.SqlClient
+          // The table as the previous version created it, holding 3 live starts of "old".
+          yield* sql`CREATE TABLE limit_rate_starts (key TEXT NOT NULL, at BIGINT NOT NULL, expires_at BIGINT NOT NULL)`
+          const now = Date.now()
+          for (let i = 0; i < 3; i++) {
+            yield* sql`INSERT INTO limit_rate_starts (key, at, expires_at) VALUES ('old', ${now}, ${now + 60_000})`
+          }
+          yield* ensureSchema
+          yield* ensureSchema // idempotent: an instance starting later runs it again
+          const store = yield* PgRateLimiterStore.make()
+          const ask = (key: string, count: number) =>
+            store.tryAcquire({ key, now: Date.now(), limit: 5, windowMillis: 60_000, count, holdMillis: 10 })
+          const old = yield* ask("old", 10)
+          assert.isTrue(old.allowed && old.granted === 2, "5 - 3 older starts")
+          const fresh = yield* ask("new", 4)
+          assert.isTrue(fresh.allowed && fresh.granted === 4)
+          const rows = yield* sql<{ readonly key: string; readonly n: number | string }>`
+            SELECT key, n FROM limit_rate_starts ORDER BY key, n`
+          assert.deepStrictEqual(rows.map((row) => [row.key, Number(row.n)]), [
+            ["new", 4],
+            ["old", 1],
+            ["old", 1],
+            ["old", 1],
+            ["old", 2]
+          ])
+          const last = yield* ask("new", 2)
+          assert.isTrue(last.allowed && last.granted === 1, "one left of five")
+          assert.isFalse((yield* ask("new", 1)).allowed, "full: the block counts 4, not 1")
+        }))
+
+      it.scoped.skipIf(db.name !== "postgres")(
+        "the overloads older versions call decide over blocks too (PostgreSQL)",
+        () =>
+          Effect.gen(function*() {
+            const sql = yield* SqlClient.SqlClient
+            yield* ensureSchema
+            const block = yield* sql<{ readonly granted: number | string }>`
+              SELECT granted FROM limit_rate_try_acquire('k', 10, 60000, 10)`
+            assert.strictEqual(Number(block[0]?.granted), 10)
+            const one = yield* sql<{ readonly retry_at: number | string }>`
+              SELECT retry_at FROM limit_rate_try_acquire('k', 10, 60000)`
+            assert.isAbove(Number(one[0]?.retry_at), 0, "refused: the one row holds 10 starts")
+            const other = yield* sql<{ readonly retry_at: number | string }>`
+              SELECT retry_at FROM limit_rate_try_acquire('other', 10, 60000)`
+            assert.strictEqual(Number(other[0]?.retry_at), 0, "granted")
+          })
+      )
     })
   })
 }

@@ -4,7 +4,7 @@
  *
  * What it adds beyond `@effect/sql`: the per-key atomic check-and-record of the sliding-window log
  * (`limit_rate_starts`: drop the key's starts at or before `now - window`, refuse while paused or while `limit`
- * starts remain, else insert up to `count` starts at `now`, one row each). A block of starts costs one round trip:
+ * starts remain, else insert up to `count` starts at `now`, one row for the block). A block of starts costs one round trip:
  * the limiter's head asks for its whole line, so a busy host costs a round trip per block, not per start. The steps
  * are the same on both databases; how they are made atomic differs (`onDialectOrElse`):
  * - PostgreSQL: one call of the `limit_rate_try_acquire` function (see schema.ts), which first takes
@@ -81,7 +81,7 @@ export const make = (
         const rows = yield* sql`WITH clock AS (SELECT ${storeNow(sql, now)} AS now)
           SELECT clock.now AS now,
             (SELECT until_ms FROM limit_rate_pauses WHERE key = ${key}) AS paused_until,
-            (SELECT COUNT(*) FROM limit_rate_starts WHERE key = ${key} AND at > clock.now - ${window}) AS live,
+            (SELECT COALESCE(SUM(n), 0) FROM limit_rate_starts WHERE key = ${key} AND at > clock.now - ${window}) AS live,
             (SELECT MIN(at) FROM limit_rate_starts WHERE key = ${key} AND at > clock.now - ${window}) AS oldest
           FROM clock`
         const row = yield* decodeDecisionRow(rows[0])
@@ -93,9 +93,7 @@ export const make = (
         if (retryAt > 0) return { allowed: false, retryAt: now + (retryAt - dbNow) } satisfies SharedDecision
         const granted = Math.min(Math.max(1, count), limit - row.live)
         yield* sql`INSERT INTO limit_rate_starts ${
-          sql.insert(
-            Array.from({ length: granted }, () => ({ key, at: dbNow + hold, expires_at: dbNow + hold + window }))
-          )
+          sql.insert({ key, at: dbNow + hold, expires_at: dbNow + hold + window, n: granted })
         }`
         return grantedDecision(dbNow, count, granted, now + ((row.oldest ?? dbNow) + window - dbNow))
       })).pipe(Effect.mapError(fail("tryAcquire")))
