@@ -34,8 +34,19 @@ for (const db of Databases.all) {
             SELECT migration_id, name FROM effect_sql_migrations ORDER BY migration_id`
           assert.deepStrictEqual(migrations.map((m) => [Number(m.migration_id), m.name]), [
             [1, "init"],
-            [2, "failed_pages"]
+            [2, "failed_pages"],
+            [3, "pages_without_foreign_keys"]
           ])
+          // PostgreSQL: no foreign-key trigger per stored page (SQLite keeps its in-process checks).
+          const foreignKeys = yield* sql.onDialectOrElse({
+            pg: () =>
+              sql<{ readonly n: string }>`SELECT COUNT(*) AS n FROM information_schema.table_constraints
+                WHERE table_name = 'pages' AND constraint_type = 'FOREIGN KEY'`.pipe(
+                Effect.map((rows) => Number(rows[0]?.n))
+              ),
+            orElse: () => Effect.succeed(0)
+          })
+          assert.strictEqual(foreignKeys, 0)
           for (const table of ["jobs", "targets", "pages"] as const) {
             const rows = yield* sql`SELECT COUNT(*) AS n FROM ${sql(table)}`
             assert.strictEqual(rows.length, 1)
