@@ -35,13 +35,13 @@ for (const db of Databases.all) {
           assert.deepStrictEqual(migrations.map((m) => [Number(m.migration_id), m.name]), [
             [1, "init"],
             [2, "failed_pages"],
-            [3, "pages_without_foreign_keys"]
+            [3, "no_foreign_keys"]
           ])
-          // PostgreSQL: no foreign-key trigger per stored page (SQLite keeps its in-process checks).
+          // PostgreSQL: no foreign-key trigger per stored page or target (SQLite keeps its in-process checks).
           const foreignKeys = yield* sql.onDialectOrElse({
             pg: () =>
               sql<{ readonly n: string }>`SELECT COUNT(*) AS n FROM information_schema.table_constraints
-                WHERE table_name = 'pages' AND constraint_type = 'FOREIGN KEY'`.pipe(
+                WHERE table_name IN ('pages', 'targets') AND constraint_type = 'FOREIGN KEY'`.pipe(
                 Effect.map((rows) => Number(rows[0]?.n))
               ),
             orElse: () => Effect.succeed(0)

@@ -14,7 +14,7 @@ import { PgClient, PgMigrator } from "@effect/sql-pg"
 import { Config, Context, Data, Duration, Effect, Layer, Option, Redacted } from "effect"
 import init from "./migrations/0001_init.js"
 import failedPages from "./migrations/0002_failed_pages.js"
-import pagesWithoutForeignKeys from "./migrations/0003_pages_without_foreign_keys.js"
+import noForeignKeys from "./migrations/0003_no_foreign_keys.js"
 import * as SqliteWorker from "./SqliteWorker.js"
 
 /** The database could not be opened, reached or migrated. */
@@ -29,7 +29,7 @@ export const DEFAULT_SQLITE_PATH = "./data/harvester.db"
 const loader = Migrator.fromRecord({
   "0001_init": init,
   "0002_failed_pages": failedPages,
-  "0003_pages_without_foreign_keys": pagesWithoutForeignKeys
+  "0003_no_foreign_keys": noForeignKeys
 })
 
 const unavailable = (database: string) => (cause: { readonly message: string }) =>
