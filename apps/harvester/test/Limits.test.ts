@@ -34,6 +34,7 @@ import {
   Random,
   Redacted,
   Schema,
+  Scope,
   Stream,
   TestClock
 } from "effect"
@@ -43,6 +44,7 @@ import type { SharedDecision, SharedRateLimiterStore } from "../src/Limits/Limit
 import { LimitStoreError, resilient } from "../src/Limits/LimitStore.js"
 import * as PgRateLimiterStore from "../src/Limits/PgRateLimiterStore.js"
 import { ensureSchema } from "../src/Limits/schema.js"
+import * as SharedConcurrency from "../src/Limits/SharedConcurrency.js"
 import * as SharedLimits from "../src/Limits/SharedLimits.js"
 import { PG_PORT, probe, REDIS_PORT, required } from "./support/Services.js"
 
@@ -480,6 +482,61 @@ describe("SharedConcurrency keeping slots (virtual time, the SQLite store)", () 
       assert.isAtMost(yield* busy.claims, 10, "and claimed once per slot and turn, not per request")
     }).pipe(Effect.provide(store)))
 
+  it.scoped("an instance alone on a host renews its slots past maxHold instead of giving them back", () =>
+    Effect.gen(function*() {
+      const host = "alone.test"
+      const limits = yield* SharedLimits.concurrency(kept)
+      const { run, state } = gauge()
+      yield* Effect.forkScoped(
+        Effect.forEach([0, 1], () => Effect.forever(limits.withPermit(host)(run(10))), {
+          concurrency: 2,
+          discard: true
+        })
+      )
+      yield* advance(2500, 10)
+      assert.isAbove(state.done, 400)
+      assert.strictEqual(state.peak, 2)
+      // The claims at the start (one per caller in line then); none later, though each slot passed maxHold twice.
+      assert.isAtMost(yield* limits.claims, 2)
+      assert.strictEqual(yield* slotRows(host), 2)
+      // Renewed: the leases run a full lease (10 s) from the last renewal (at 2 s), not from the claim.
+      const leases = yield* Effect.flatMap(
+        SqlClient.SqlClient,
+        (sql) =>
+          sql<{ readonly expires_at: number }>`SELECT expires_at FROM limit_host_slots WHERE host = ${host}`.pipe(
+            Effect.orDie
+          )
+      )
+      const now = yield* Clock.currentTimeMillis
+      assert.isTrue(leases.every((lease) => lease.expires_at >= now + 10_000 - 600), JSON.stringify(leases))
+    }).pipe(Effect.provide(store)))
+
+  it.scoped("a renewal under way when the instance closes leaks nothing: its slots go back", () =>
+    Effect.gen(function*() {
+      const host = "renewing.test"
+      const { slots } = yield* SharedLimits.SharedLimits
+      const asked = yield* Deferred.make<void>()
+      const interrupted = yield* Deferred.make<void>()
+      // A store whose renewal never answers (until interrupted).
+      const stuck = {
+        ...slots,
+        renew: () =>
+          Effect.zipRight(Deferred.succeed(asked, undefined), Effect.never).pipe(
+            Effect.onInterrupt(() => Deferred.succeed(interrupted, undefined))
+          )
+      }
+      const scope = yield* Scope.make()
+      const limits = yield* Scope.extend(SharedConcurrency.make(stuck, kept), scope)
+      // Held past maxHold: at its release the slot is renewed (in the background) and lingers meanwhile.
+      yield* Effect.fork(limits.withPermit(host)(Effect.sleep(1100)))
+      yield* advance(1110)
+      assert.isTrue(yield* Deferred.isDone(asked), "renewing past maxHold")
+      assert.strictEqual(yield* slotRows(host), 1)
+      yield* Scope.close(scope, Exit.void)
+      yield* Deferred.await(interrupted)
+      assert.strictEqual(yield* slotRows(host), 0)
+    }).pipe(Effect.provide(store)))
+
   it.scoped("a slot handed to a waiter at the moment it is interrupted goes on to the next; nothing leaks", () =>
     Effect.gen(function*() {
       const host = "handover.test"
@@ -777,6 +834,37 @@ for (const backend of backends) {
           assert.deepStrictEqual(yield* claim("d", 2), ["d:1"])
           assert.strictEqual(yield* slots.holders({ key: host, now: Date.now() }), 5)
           yield* Effect.forEach(["a:1", "a:3", "b:1", "b:2", "d:1"], (token) => slots.release({ key: host, token }))
+          assert.strictEqual(yield* (yield* Probe).slotRows(host), 0)
+        }))
+
+      it.scoped("renew keeps a lease while nobody else waits, and says to yield once another owner's claim fell short", () =>
+        Effect.gen(function*() {
+          const host = key("renew")
+          const { slots } = yield* SharedLimits.SharedLimits
+          const claim = (owner: string, token: string, count: number) =>
+            slots.claimMany({
+              key: host,
+              limit: 2,
+              owner,
+              token,
+              count,
+              ttlMillis: 5000,
+              now: Date.now(),
+              waitMillis: 300
+            })
+          const renew = (owner: string, token: string) =>
+            slots.renew({ key: host, owner, token, ttlMillis: 5000, now: Date.now() })
+          assert.deepStrictEqual(yield* claim("a", "a", 2), ["a:1", "a:2"])
+          // `a` wanting a third slot records only itself as waiting: it still renews its own.
+          assert.deepStrictEqual(yield* claim("a", "a-more", 1), [])
+          assert.strictEqual(yield* renew("a", "a:1"), "kept")
+          assert.strictEqual(yield* renew("a", "nobody"), "lost")
+          assert.deepStrictEqual(yield* claim("b", "b", 1), [], "full: b waits")
+          assert.strictEqual(yield* renew("a", "a:1"), "yield")
+          // The record lapses unless renewed by the waiter's next poll.
+          yield* Effect.sleep(Duration.millis(400))
+          assert.strictEqual(yield* renew("a", "a:1"), "kept")
+          yield* Effect.forEach(["a:1", "a:2"], (token) => slots.release({ key: host, token }))
           assert.strictEqual(yield* (yield* Probe).slotRows(host), 0)
         }))
 

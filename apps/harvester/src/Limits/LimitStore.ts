@@ -65,7 +65,8 @@ export interface SlotStore {
   }) => Effect.Effect<boolean, LimitStoreError>
   /**
    * Takes up to `count` free (or expired) slots of `key` in one round trip, with a lease of `ttlMillis` each, for the
-   * tokens `${token}:1`, `${token}:2`, ...; returns the tokens it took (none when every slot is live).
+   * tokens `${token}:1`, `${token}:2`, ...; returns the tokens it took (none when every slot is live). Taking fewer
+   * than `count`, with `waitMillis`, it also records that `owner` waits for `key`, for `waitMillis` (see `renew`).
    */
   readonly claimMany: (request: {
     readonly key: string
@@ -75,7 +76,20 @@ export interface SlotStore {
     readonly count: number
     readonly ttlMillis: number
     readonly now: number
+    readonly waitMillis?: number | undefined
   }) => Effect.Effect<ReadonlyArray<string>, LimitStoreError>
+  /**
+   * For a holder that has kept its slot a while: `"yield"` when another owner waits for `key` (recorded by its
+   * `claimMany`; the lease is left as it is), else the lease of `token` is extended by `ttlMillis` from now (`"kept"`),
+   * or `"lost"` when `token` no longer holds a slot of `key`. One round trip.
+   */
+  readonly renew: (request: {
+    readonly key: string
+    readonly owner: string
+    readonly token: string
+    readonly ttlMillis: number
+    readonly now: number
+  }) => Effect.Effect<"kept" | "yield" | "lost", LimitStoreError>
   /** Frees the slot `token` holds (nothing if it has already expired and been taken over). */
   readonly release: (request: { readonly key: string; readonly token: string }) => Effect.Effect<void, LimitStoreError>
   /** Extends the leases `owner` still holds by `ttlMillis` from now; returns how many were extended. */

@@ -11,9 +11,12 @@
  * statement per instance extends the leases it holds; a sweep deletes expired rows of hosts nobody claims any more.
  * `claimMany` takes several slots of a host in that one statement (free numbers found by one anti-join against the
  * host's live rows, random order, one token each), for an instance with several callers waiting for the host.
- * Writes commit asynchronously on PostgreSQL (see `asyncCommit`).
+ * A claim short of what it asked for (`waitMillis`) records its owner as waiting for the host (`limit_host_waiters`,
+ * until its next poll should have renewed it); `renew` extends a holder's lease unless someone else waits, in one
+ * statement. Writes commit asynchronously on PostgreSQL (see `asyncCommit`).
  */
 import { SqlClient } from "@effect/sql"
+import type { Statement } from "@effect/sql"
 import type { Scope } from "effect"
 import { Chunk, Duration, Effect, Schema } from "effect"
 import type { SlotStore } from "./LimitStore.js"
@@ -26,6 +29,7 @@ const HEARTBEAT_CHUNK = 500
 const CountRow = Schema.Struct({ n: DbInt })
 const decodeCount = Schema.decodeUnknown(CountRow)
 const decodeTokens = Schema.decodeUnknown(Schema.Array(Schema.Struct({ token: Schema.String })))
+const decodeRenewal = Schema.decodeUnknown(Schema.Struct({ waiting: DbInt, renewed: DbInt }))
 
 export interface Options {
   /** How often expired slot rows are deleted (default 1 minute). */
@@ -67,7 +71,13 @@ export const make = (options: Options = {}): Effect.Effect<SlotStore, never, Sql
         pg: () => sql`SELECT generate_series(0, ${limit - 1}) AS n`,
         orElse: () => sql`SELECT 0 AS n UNION ALL SELECT n + 1 FROM slots WHERE n + 1 < ${limit}`
       })
-    const claimMany: SlotStore["claimMany"] = ({ count, key, limit, now, owner, token, ttlMillis }) => {
+    /** Records that `owner` waits for `key` until `waitMillis` from now (the store's clock). */
+    const markWaiting = (key: string, owner: string, now: number, waitMillis: number) =>
+      sql`INSERT INTO limit_host_waiters (host, owner, expires_at)
+        SELECT ${key}, ${owner}, ${storeNow(sql, now)} + ${Math.ceil(waitMillis)} WHERE ${asyncWrite}
+        ON CONFLICT (host, owner) DO UPDATE SET expires_at = excluded.expires_at`
+
+    const claimMany: SlotStore["claimMany"] = ({ count, key, limit, now, owner, token, ttlMillis, waitMillis }) => {
       const ttl = Math.ceil(ttlMillis)
       return sql`WITH RECURSIVE slots (n) AS (${slotNumbers(limit)}),
           clock AS (SELECT ${storeNow(sql, now)} AS now),
@@ -87,7 +97,50 @@ export const make = (options: Options = {}): Effect.Effect<SlotStore, never, Sql
         RETURNING token`.pipe(
         Effect.flatMap(decodeTokens),
         Effect.map((rows) => rows.map((row) => row.token)),
+        Effect.tap((tokens) =>
+          tokens.length < count && waitMillis !== undefined && waitMillis > 0
+            ? markWaiting(key, owner, now, waitMillis)
+            : Effect.void
+        ),
         Effect.mapError(fail("claimMany"))
+      )
+    }
+
+    // PostgreSQL in one statement (the UPDATE runs only when nobody else waits); SQLite, which has no UPDATE in a
+    // WITH, in a transaction on its single connection.
+    const othersWaiting = (key: string, owner: string, now: Statement.Fragment) =>
+      sql`SELECT COUNT(*) AS n FROM limit_host_waiters
+        WHERE host = ${key} AND owner <> ${owner} AND expires_at > ${now}`
+    const renew: SlotStore["renew"] = ({ key, now, owner, token, ttlMillis }) => {
+      const ttl = Math.ceil(ttlMillis)
+      const clock = storeNow(sql, now)
+      return sql.onDialectOrElse({
+        pg: () =>
+          sql`WITH waiting AS (${othersWaiting(key, owner, clock)}),
+              renewed AS (
+                UPDATE limit_host_slots SET expires_at = ${clock} + ${ttl}
+                WHERE host = ${key} AND token = ${token} AND (SELECT n FROM waiting) = 0 AND ${asyncWrite}
+                RETURNING slot_no
+              )
+            SELECT (SELECT n FROM waiting) AS waiting, (SELECT COUNT(*) FROM renewed) AS renewed`.pipe(
+            Effect.flatMap((rows) => decodeRenewal(rows[0]))
+          ),
+        orElse: () =>
+          sql.withTransaction(Effect.gen(function*() {
+            const waiting = yield* Effect.flatMap(
+              othersWaiting(key, owner, clock),
+              (rows) => decodeCount(rows[0])
+            )
+            if (waiting.n > 0) return { waiting: waiting.n, renewed: 0 }
+            const renewed = yield* sql`UPDATE limit_host_slots SET expires_at = ${clock} + ${ttl}
+              WHERE host = ${key} AND token = ${token} RETURNING slot_no`
+            return { waiting: 0, renewed: renewed.length }
+          }))
+      }).pipe(
+        Effect.map(({ renewed, waiting }) =>
+          waiting > 0 ? "yield" as const : renewed > 0 ? "kept" as const : "lost" as const
+        ),
+        Effect.mapError(fail("renew"))
       )
     }
 
@@ -120,14 +173,18 @@ export const make = (options: Options = {}): Effect.Effect<SlotStore, never, Sql
       )
 
     const clock = yield* Effect.clock
-    yield* Effect.suspend(() =>
-      sql`DELETE FROM limit_host_slots WHERE expires_at <= ${storeNow(sql, clock.unsafeCurrentTimeMillis())}`
-    ).pipe(
+    yield* Effect.suspend(() => {
+      const now = storeNow(sql, clock.unsafeCurrentTimeMillis())
+      return Effect.zipRight(
+        sql`DELETE FROM limit_host_slots WHERE expires_at <= ${now}`,
+        sql`DELETE FROM limit_host_waiters WHERE expires_at <= ${now}`
+      )
+    }).pipe(
       Effect.catchAll((error) => Effect.logWarning("slot sweep failed", error)),
       Effect.delay(options.sweepInterval ?? Duration.minutes(1)),
       Effect.forever,
       Effect.forkScoped
     )
 
-    return { backend, claim, claimMany, release, heartbeat, holders } satisfies SlotStore
+    return { backend, claim, claimMany, renew, release, heartbeat, holders } satisfies SlotStore
   })

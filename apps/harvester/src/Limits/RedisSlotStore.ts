@@ -5,7 +5,9 @@
  * A host's holders are a sorted set of tokens scored by lease expiry (Redis `TIME` + ttl). A claim is one Lua script:
  * drop expired holders, refuse when `limit` remain, else add the token (`claimMany`: up to `count` tokens at once). A
  * heartbeat re-scores a token only if it is still there (`ZADD XX`), so a lease that expired and was dropped is never
- * resurrected. The key itself expires when its last lease would, so hosts nobody uses cost nothing.
+ * resurrected. The key itself expires when its last lease would, so hosts nobody uses cost nothing. Owners a claim
+ * left short wait in a second sorted set (scored by when their record lapses, same hash tag): `renew` extends a lease
+ * only while nobody else waits.
  */
 import { Effect, Schema } from "effect"
 import type { SlotStore } from "./LimitStore.js"
@@ -26,15 +28,38 @@ redis.call("ZADD", KEYS[1], int(now + ttl), ARGV[3])
 keepFor(ttl)
 return 1`
 
-/** KEYS: holders. ARGV: limit, ttl, token prefix, count. Returns how many were claimed (tokens prefix:1..n). */
+/**
+ * KEYS: holders, waiters. ARGV: limit, ttl, token prefix, count, owner, wait (0: no record). Returns how many were
+ * claimed (tokens prefix:1..n); short of `count`, records `owner` as waiting until `now + wait`.
+ */
 const CLAIM_MANY = `${NOW}
 local ttl = tonumber(ARGV[2])
+local count = tonumber(ARGV[4])
+local wait = tonumber(ARGV[6])
 redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", int(now))
-local n = math.min(tonumber(ARGV[4]), tonumber(ARGV[1]) - redis.call("ZCARD", KEYS[1]))
-if n <= 0 then return 0 end
+local n = math.max(0, math.min(count, tonumber(ARGV[1]) - redis.call("ZCARD", KEYS[1])))
+if n < count and wait > 0 then
+  redis.call("ZREMRANGEBYSCORE", KEYS[2], "-inf", int(now))
+  redis.call("ZADD", KEYS[2], int(now + wait), ARGV[5])
+  if redis.call("PTTL", KEYS[2]) < wait then redis.call("PEXPIRE", KEYS[2], int(wait)) end
+end
+if n == 0 then return 0 end
 for i = 1, n do redis.call("ZADD", KEYS[1], int(now + ttl), ARGV[3] .. ":" .. i) end
 keepFor(ttl)
 return n`
+
+/**
+ * KEYS: holders, waiters. ARGV: ttl, token, owner. Returns 2 when another owner waits (nothing changed), 1 when the
+ * lease was still there and is extended, 0 when it is gone.
+ */
+const RENEW = `${NOW}
+local ttl = tonumber(ARGV[1])
+local waiting = redis.call("ZRANGEBYSCORE", KEYS[2], "(" .. int(now), "+inf", "LIMIT", 0, 2)
+for _, owner in ipairs(waiting) do if owner ~= ARGV[3] then return 2 end end
+if not redis.call("ZSCORE", KEYS[1], ARGV[2]) then return 0 end
+redis.call("ZADD", KEYS[1], "XX", int(now + ttl), ARGV[2])
+keepFor(ttl)
+return 1`
 
 /** KEYS: holders. ARGV: ttl, token. Returns 1 when the lease was still there and is extended. */
 const HEARTBEAT = `${NOW}
@@ -56,8 +81,10 @@ export const make: Effect.Effect<SlotStore, never, RedisClient> = Effect.gen(fun
   const runClaim = script(redis, "claim", CLAIM)
   const runClaimMany = script(redis, "claimMany", CLAIM_MANY)
   const runHeartbeat = script(redis, "heartbeat", HEARTBEAT)
+  const runRenew = script(redis, "renew", RENEW)
   const runHolders = script(redis, "holders", HOLDERS)
   const holdersKey = (key: string) => `${prefix}slots:{${key}}`
+  const waitersKey = (key: string) => `${prefix}slot-waiters:{${key}}`
   const count = (operation: string) => (reply: unknown) =>
     decodeCount(reply).pipe(Effect.mapError((cause) => new LimitStoreError({ backend: "redis", operation, cause })))
 
@@ -67,10 +94,19 @@ export const make: Effect.Effect<SlotStore, never, RedisClient> = Effect.gen(fun
       Effect.map((claimed) => claimed === 1)
     )
 
-  const claimMany: SlotStore["claimMany"] = ({ count: wanted, key, limit, token, ttlMillis }) =>
-    runClaimMany([holdersKey(key)], [limit, Math.ceil(ttlMillis), token, wanted]).pipe(
+  const claimMany: SlotStore["claimMany"] = ({ count: wanted, key, limit, owner, token, ttlMillis, waitMillis }) =>
+    runClaimMany(
+      [holdersKey(key), waitersKey(key)],
+      [limit, Math.ceil(ttlMillis), token, wanted, owner, Math.ceil(waitMillis ?? 0)]
+    ).pipe(
       Effect.flatMap(count("claimMany")),
       Effect.map((claimed) => Array.from({ length: claimed }, (_, i) => `${token}:${i + 1}`))
+    )
+
+  const renew: SlotStore["renew"] = ({ key, owner, token, ttlMillis }) =>
+    runRenew([holdersKey(key), waitersKey(key)], [Math.ceil(ttlMillis), token, owner]).pipe(
+      Effect.flatMap(count("renew")),
+      Effect.map((answer) => answer === 2 ? "yield" as const : answer === 1 ? "kept" as const : "lost" as const)
     )
 
   const release: SlotStore["release"] = ({ key, token }) =>
@@ -90,5 +126,5 @@ export const make: Effect.Effect<SlotStore, never, RedisClient> = Effect.gen(fun
 
   const holders: SlotStore["holders"] = ({ key }) => Effect.flatMap(runHolders([holdersKey(key)], []), count("holders"))
 
-  return { backend: "redis", claim, claimMany, release, heartbeat, holders } satisfies SlotStore
+  return { backend: "redis", claim, claimMany, renew, release, heartbeat, holders } satisfies SlotStore
 })

@@ -8,6 +8,8 @@
  * - `limit_rate_pauses`: one row per paused key (Retry-After), until `until_ms`.
  * - `limit_host_slots`: leased concurrency slots, `slot_no` in `0 .. limit - 1` per host; the primary key is what
  *   makes two instances unable to hold the same slot.
+ * - `limit_host_waiters`: instances that could not get the slots they wanted for a host, until `expires_at` (their
+ *   next poll renews it): holders give a slot back after `maxHold` only while someone waits.
  *
  * On PostgreSQL several instances may start at once: the DDL runs in one transaction under an advisory lock, so
  * concurrent `CREATE TABLE IF NOT EXISTS` cannot race on the catalog.
@@ -145,6 +147,12 @@ export const ensureSchema: Effect.Effect<void, SqlError.SqlError, SqlClient.SqlC
       PRIMARY KEY (host, slot_no)
     )`
     yield* sql`CREATE INDEX IF NOT EXISTS limit_host_slots_owner ON limit_host_slots (owner)`
+    yield* sql`CREATE TABLE IF NOT EXISTS limit_host_waiters (
+      host TEXT NOT NULL,
+      owner TEXT NOT NULL,
+      expires_at BIGINT NOT NULL,
+      PRIMARY KEY (host, owner)
+    )`
     yield* upgrade
   }))
 })
