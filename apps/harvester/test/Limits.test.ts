@@ -852,18 +852,19 @@ for (const backend of backends) {
               now: Date.now(),
               waitMillis: 300
             })
-          const renew = (owner: string, token: string) =>
-            slots.renew({ key: host, owner, token, ttlMillis: 5000, now: Date.now() })
+          const renew = (owner: string, tokens: ReadonlyArray<string>) =>
+            slots.renew({ key: host, owner, tokens, ttlMillis: 5000, now: Date.now() })
           assert.deepStrictEqual(yield* claim("a", "a", 2), ["a:1", "a:2"])
-          // `a` wanting a third slot records only itself as waiting: it still renews its own.
+          // `a` wanting a third slot records only itself as waiting: it still renews its own (not a token it lost).
           assert.deepStrictEqual(yield* claim("a", "a-more", 1), [])
-          assert.strictEqual(yield* renew("a", "a:1"), "kept")
-          assert.strictEqual(yield* renew("a", "nobody"), "lost")
+          const mine = yield* renew("a", ["a:1", "gone", "a:2"])
+          assert.isFalse(mine.othersWaiting)
+          assert.deepStrictEqual([...mine.kept].sort(), ["a:1", "a:2"])
           assert.deepStrictEqual(yield* claim("b", "b", 1), [], "full: b waits")
-          assert.strictEqual(yield* renew("a", "a:1"), "yield")
+          assert.deepStrictEqual(yield* renew("a", ["a:1", "a:2"]), { othersWaiting: true, kept: [] })
           // The record lapses unless renewed by the waiter's next poll.
           yield* Effect.sleep(Duration.millis(400))
-          assert.strictEqual(yield* renew("a", "a:1"), "kept")
+          assert.deepStrictEqual(yield* renew("a", ["a:1"]), { othersWaiting: false, kept: ["a:1"] })
           yield* Effect.forEach(["a:1", "a:2"], (token) => slots.release({ key: host, token }))
           assert.strictEqual(yield* (yield* Probe).slotRows(host), 0)
         }))

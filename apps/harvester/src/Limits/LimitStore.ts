@@ -79,17 +79,17 @@ export interface SlotStore {
     readonly waitMillis?: number | undefined
   }) => Effect.Effect<ReadonlyArray<string>, LimitStoreError>
   /**
-   * For a holder that has kept its slot a while: `"yield"` when another owner waits for `key` (recorded by its
-   * `claimMany`; the lease is left as it is), else the lease of `token` is extended by `ttlMillis` from now (`"kept"`),
-   * or `"lost"` when `token` no longer holds a slot of `key`. One round trip.
+   * For a holder that has kept slots of `key` a while: when another owner waits for `key` (recorded by its
+   * `claimMany`), `othersWaiting` and nothing changes; else the leases of `tokens` that still hold a slot of `key` are
+   * extended by `ttlMillis` from now, and returned as `kept`. One round trip, whatever the number of tokens.
    */
   readonly renew: (request: {
     readonly key: string
     readonly owner: string
-    readonly token: string
+    readonly tokens: ReadonlyArray<string>
     readonly ttlMillis: number
     readonly now: number
-  }) => Effect.Effect<"kept" | "yield" | "lost", LimitStoreError>
+  }) => Effect.Effect<{ readonly othersWaiting: boolean; readonly kept: ReadonlyArray<string> }, LimitStoreError>
   /** Frees the slot `token` holds (nothing if it has already expired and been taken over). */
   readonly release: (request: { readonly key: string; readonly token: string }) => Effect.Effect<void, LimitStoreError>
   /** Extends the leases `owner` still holds by `ttlMillis` from now; returns how many were extended. */

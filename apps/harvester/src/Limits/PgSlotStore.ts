@@ -29,7 +29,9 @@ const HEARTBEAT_CHUNK = 500
 const CountRow = Schema.Struct({ n: DbInt })
 const decodeCount = Schema.decodeUnknown(CountRow)
 const decodeTokens = Schema.decodeUnknown(Schema.Array(Schema.Struct({ token: Schema.String })))
-const decodeRenewal = Schema.decodeUnknown(Schema.Struct({ waiting: DbInt, renewed: DbInt }))
+const decodeRenewal = Schema.decodeUnknown(
+  Schema.Array(Schema.Struct({ waiting: DbInt, token: Schema.NullOr(Schema.String) }))
+)
 
 export interface Options {
   /** How often expired slot rows are deleted (default 1 minute). */
@@ -111,34 +113,37 @@ export const make = (options: Options = {}): Effect.Effect<SlotStore, never, Sql
     const othersWaiting = (key: string, owner: string, now: Statement.Fragment) =>
       sql`SELECT COUNT(*) AS n FROM limit_host_waiters
         WHERE host = ${key} AND owner <> ${owner} AND expires_at > ${now}`
-    const renew: SlotStore["renew"] = ({ key, now, owner, token, ttlMillis }) => {
+    const renew: SlotStore["renew"] = ({ key, now, owner, tokens, ttlMillis }) => {
       const ttl = Math.ceil(ttlMillis)
       const clock = storeNow(sql, now)
+      if (tokens.length === 0) return Effect.succeed({ othersWaiting: false, kept: [] })
       return sql.onDialectOrElse({
         pg: () =>
           sql`WITH waiting AS (${othersWaiting(key, owner, clock)}),
               renewed AS (
                 UPDATE limit_host_slots SET expires_at = ${clock} + ${ttl}
-                WHERE host = ${key} AND token = ${token} AND (SELECT n FROM waiting) = 0 AND ${asyncWrite}
-                RETURNING slot_no
+                WHERE host = ${key} AND token IN ${sql.in(tokens)} AND (SELECT n FROM waiting) = 0 AND ${asyncWrite}
+                RETURNING token
               )
-            SELECT (SELECT n FROM waiting) AS waiting, (SELECT COUNT(*) FROM renewed) AS renewed`.pipe(
-            Effect.flatMap((rows) => decodeRenewal(rows[0]))
+            SELECT (SELECT n FROM waiting) AS waiting, token FROM renewed
+            UNION ALL SELECT (SELECT n FROM waiting), NULL WHERE NOT EXISTS (SELECT 1 FROM renewed)`.pipe(
+            Effect.flatMap(decodeRenewal),
+            Effect.map((rows) => ({
+              waiting: rows[0]?.waiting ?? 0,
+              kept: rows.flatMap((row) => row.token === null ? [] : [row.token])
+            }))
           ),
         orElse: () =>
           sql.withTransaction(Effect.gen(function*() {
-            const waiting = yield* Effect.flatMap(
-              othersWaiting(key, owner, clock),
-              (rows) => decodeCount(rows[0])
-            )
-            if (waiting.n > 0) return { waiting: waiting.n, renewed: 0 }
+            const waiting = yield* Effect.flatMap(othersWaiting(key, owner, clock), (rows) => decodeCount(rows[0]))
+            if (waiting.n > 0) return { waiting: waiting.n, kept: [] }
             const renewed = yield* sql`UPDATE limit_host_slots SET expires_at = ${clock} + ${ttl}
-              WHERE host = ${key} AND token = ${token} RETURNING slot_no`
-            return { waiting: 0, renewed: renewed.length }
+              WHERE host = ${key} AND token IN ${sql.in(tokens)} RETURNING token`.pipe(Effect.flatMap(decodeTokens))
+            return { waiting: 0, kept: renewed.map((row) => row.token) }
           }))
       }).pipe(
-        Effect.map(({ renewed, waiting }) =>
-          waiting > 0 ? "yield" as const : renewed > 0 ? "kept" as const : "lost" as const
+        Effect.map(({ kept, waiting }) =>
+          waiting > 0 ? { othersWaiting: true, kept: [] } : { othersWaiting: false, kept }
         ),
         Effect.mapError(fail("renew"))
       )

@@ -49,17 +49,22 @@ keepFor(ttl)
 return n`
 
 /**
- * KEYS: holders, waiters. ARGV: ttl, token, owner. Returns 2 when another owner waits (nothing changed), 1 when the
- * lease was still there and is extended, 0 when it is gone.
+ * KEYS: holders, waiters. ARGV: ttl, owner, tokens... Returns -1 when another owner waits (nothing changed), else the
+ * indices (1-based, into the tokens) of the leases that were still there and are extended.
  */
 const RENEW = `${NOW}
 local ttl = tonumber(ARGV[1])
 local waiting = redis.call("ZRANGEBYSCORE", KEYS[2], "(" .. int(now), "+inf", "LIMIT", 0, 2)
-for _, owner in ipairs(waiting) do if owner ~= ARGV[3] then return 2 end end
-if not redis.call("ZSCORE", KEYS[1], ARGV[2]) then return 0 end
-redis.call("ZADD", KEYS[1], "XX", int(now + ttl), ARGV[2])
-keepFor(ttl)
-return 1`
+for _, owner in ipairs(waiting) do if owner ~= ARGV[2] then return -1 end end
+local kept = {}
+for i = 3, #ARGV do
+  if redis.call("ZSCORE", KEYS[1], ARGV[i]) then
+    redis.call("ZADD", KEYS[1], "XX", int(now + ttl), ARGV[i])
+    kept[#kept + 1] = i - 2
+  end
+end
+if #kept > 0 then keepFor(ttl) end
+return kept`
 
 /** KEYS: holders. ARGV: ttl, token. Returns 1 when the lease was still there and is extended. */
 const HEARTBEAT = `${NOW}
@@ -74,6 +79,7 @@ const HOLDERS = `${NOW}
 return redis.call("ZCOUNT", KEYS[1], "(" .. int(now), "+inf")`
 
 const decodeCount = Schema.decodeUnknown(Schema.Number)
+const decodeRenewal = Schema.decodeUnknown(Schema.Union(Schema.Number, Schema.Array(Schema.Number)))
 
 /** The store over the ambient {@link RedisClient}. */
 export const make: Effect.Effect<SlotStore, never, RedisClient> = Effect.gen(function*() {
@@ -103,11 +109,21 @@ export const make: Effect.Effect<SlotStore, never, RedisClient> = Effect.gen(fun
       Effect.map((claimed) => Array.from({ length: claimed }, (_, i) => `${token}:${i + 1}`))
     )
 
-  const renew: SlotStore["renew"] = ({ key, owner, token, ttlMillis }) =>
-    runRenew([holdersKey(key), waitersKey(key)], [Math.ceil(ttlMillis), token, owner]).pipe(
-      Effect.flatMap(count("renew")),
-      Effect.map((answer) => answer === 2 ? "yield" as const : answer === 1 ? "kept" as const : "lost" as const)
-    )
+  const renew: SlotStore["renew"] = ({ key, owner, tokens, ttlMillis }) =>
+    tokens.length === 0
+      ? Effect.succeed({ othersWaiting: false, kept: [] })
+      : runRenew([holdersKey(key), waitersKey(key)], [Math.ceil(ttlMillis), owner, ...tokens]).pipe(
+        Effect.flatMap((reply) =>
+          decodeRenewal(reply).pipe(
+            Effect.mapError((cause) => new LimitStoreError({ backend: "redis", operation: "renew", cause }))
+          )
+        ),
+        Effect.map((reply) =>
+          typeof reply === "number"
+            ? { othersWaiting: true, kept: [] }
+            : { othersWaiting: false, kept: reply.flatMap((i) => tokens[i - 1] ?? []) }
+        )
+      )
 
   const release: SlotStore["release"] = ({ key, token }) =>
     Effect.tryPromise({

@@ -19,13 +19,13 @@
  * - a lingering slot can also be taken at once, from plain code (`tryAcquireNow`, for `HttpFetcher.prepareLane`): its
  *   release hands it to the line or lets it linger as `withPermit` does, a store round trip running in the background;
  * - a slot is reused for `maxHold` (default 1 s, and less than the lease) after it was claimed; then it is renewed
- *   in the background (`SlotStore.renew`, one round trip; the slot is used on meanwhile, well inside its lease): kept,
- *   with a fresh lease, while no other instance waits for the host (a claim left short records its instance as
- *   waiting until after its next poll), else given back at its next release and, for one poll period
- *   (`1.5 × pollInterval`, the longest a waiting instance sleeps between polls), this instance claims one slot fewer
- *   of that host, so that the waiting instance finds it free. (Given back unconditionally, the slots of an instance
- *   alone on a host went back and were claimed again every `maxHold`: its workers queued for them meanwhile, 5–8 %
- *   of the requests of a 20k-page harvest.)
+ *   in the background together with the host's other slots (`SlotStore.renew`, one round trip per host; used on
+ *   meanwhile, well inside its lease): kept, with a fresh lease, while no other instance waits for the host (a claim
+ *   left short records its instance as waiting until after its next poll), else given back at its next release and,
+ *   for one poll period (`1.5 × pollInterval`, the longest a waiting instance sleeps between polls), this instance
+ *   claims one slot fewer of that host, so that the waiting instance finds it free. (Given back unconditionally, the
+ *   slots of an instance alone on a host went back and were claimed again every `maxHold`: its workers queued for
+ *   them meanwhile, 5–8 % of the requests of a 20k-page harvest.)
  * Fairness: an instance with steady demand for a saturated host keeps each slot at most `maxHold` once another
  * waits; an instance waiting for it gets a slot within about `maxHold + pollInterval`, though not in arrival order
  * across instances (waiters poll the store every `pollInterval`, jittered ±50 %). Slots a busy instance keeps idle
@@ -108,8 +108,6 @@ interface Slot {
    */
   renewedAt: number
   idleSince: number
-  /** A renewal is under way. */
-  renewing: boolean
   /** Another instance waits for the host (or the slot was lost): given back at its next release. */
   yieldDue: boolean
 }
@@ -129,6 +127,10 @@ interface Host {
   readonly line: Set<Waiter>
   /** Lingering slots, oldest first. */
   readonly idle: Array<Slot>
+  /** Every slot of the host this instance holds. */
+  readonly slots: Set<Slot>
+  /** A renewal of its slots is under way. */
+  renewing: boolean
   /** Slots of the host this instance holds in the store: in use, lingering, or being handed over. */
   held: number
   /** Slots given back after `maxHold` whose turn for the other instances is not over: not claimed again until then. */
@@ -182,7 +184,17 @@ export const make = (
     const hostOf = (key: string) => {
       let host = hosts.get(key)
       if (host === undefined) {
-        host = { key, line: new Set(), idle: [], held: 0, yielded: 0, claiming: false, polling: false }
+        host = {
+          key,
+          line: new Set(),
+          idle: [],
+          slots: new Set(),
+          renewing: false,
+          held: 0,
+          yielded: 0,
+          claiming: false,
+          polling: false
+        }
         hosts.set(key, host)
       }
       return host
@@ -226,6 +238,7 @@ export const make = (
     const giveBack = (host: Host, slot: Slot, yieldTurn: boolean): Effect.Effect<void> =>
       Effect.suspend(() => {
         host.held--
+        host.slots.delete(slot)
         if (yieldTurn) host.yielded++
         const turnOver = Effect.sync(() => {
           host.yielded--
@@ -248,33 +261,45 @@ export const make = (
     const runInBackground = yield* FiberSet.runtime(background)<never>()
 
     /**
-     * Whether a slot must be given back instead of being used again: past `maxHold` it is renewed in the background
-     * (`store.renew`: kept, with a fresh lease, unless another instance waits for the host), and meanwhile used on,
-     * while well inside its lease (`renewLimit`); a slot another instance waits for goes back at its next release.
+     * Renews, in one request, every slot of the host at least half way to `maxHold` (so that a host's slots renew
+     * together: one round trip per host and `maxHold`): kept with a fresh lease while nobody else waits for the host;
+     * else, or when the store fails or a slot was lost, each goes back at its next release.
+     */
+    const renew = (host: Host, now: number) => {
+      const batch = Array.from(host.slots).filter((slot) => !slot.yieldDue && now - slot.renewedAt >= maxHoldMillis / 2)
+      if (batch.length === 0) return
+      host.renewing = true
+      runInBackground(
+        store.renew({ key: host.key, owner, tokens: batch.map((slot) => slot.token), ttlMillis, now }).pipe(
+          Effect.matchCause({
+            onFailure: () => {
+              for (const slot of batch) slot.yieldDue = true
+            },
+            onSuccess: ({ kept, othersWaiting }) => {
+              const renewed = new Set(kept)
+              for (const slot of batch) {
+                if (!othersWaiting && renewed.has(slot.token)) slot.renewedAt = now
+                else slot.yieldDue = true
+              }
+            }
+          }),
+          Effect.ensuring(Effect.sync(() => {
+            host.renewing = false
+          }))
+        )
+      )
+    }
+
+    /**
+     * Whether a slot must be given back instead of being used again: past `maxHold` its host's slots are renewed in
+     * the background (`renew`), and it is used on meanwhile, while well inside its lease (`renewLimit`); a slot
+     * another instance waits for goes back at its next release.
      */
     const due = (host: Host, slot: Slot, now: number): boolean => {
       if (slot.yieldDue) return true
       const age = now - slot.renewedAt
       if (age < maxHoldMillis) return false
-      if (!slot.renewing) {
-        slot.renewing = true
-        runInBackground(
-          store.renew({ key: host.key, owner, token: slot.token, ttlMillis, now }).pipe(
-            Effect.matchCause({
-              onFailure: () => {
-                slot.yieldDue = true
-              },
-              onSuccess: (answer) => {
-                if (answer === "kept") slot.renewedAt = now
-                else slot.yieldDue = true
-              }
-            }),
-            Effect.ensuring(Effect.sync(() => {
-              slot.renewing = false
-            }))
-          )
-        )
-      }
+      if (!host.renewing) renew(host, now)
       return age >= renewLimitMillis
     }
 
@@ -341,9 +366,9 @@ export const make = (
             token: claimed,
             renewedAt: claimedAt,
             idleSince: claimedAt,
-            renewing: false,
             yieldDue: false
           }
+          host.slots.add(slot)
           if (waiter.slot === undefined) {
             host.line.delete(waiter)
             waiter.slot = slot
