@@ -90,6 +90,49 @@ for (const db of Databases.all) {
           assert.deepStrictEqual(yield* repo.jobStatus("job-once"), Option.some("completed" as const))
         }))
 
+      it.effect("a batch of pages comes back exactly as written: quotes, backslashes, unicode, newlines, nulls", () =>
+        Effect.gen(function*() {
+          const repo = yield* JobRepo
+          yield* repo.insertJob(newJob("job-exact", 3))
+          const targets = yield* repo.claim("job-exact", "owner-a", 30_000, 3)
+          const pages = [
+            page(1, {
+              url: "http://127.0.0.1:1/q?a=\"b\"&c=\\d",
+              headers: JSON.stringify({ "content-type": "application/json; charset=\"utf-8\"" }),
+              body: JSON.stringify({ text: "line 1\nline 2\t\"quoted\" \\ back", emoji: "😀", nul: "a\u0001b" }),
+              duration_ms: 0.125,
+              fetched_at: 1_700_000_000_123
+            }),
+            page(1, { body: null, status: null, error: "TransportError", error_message: "reset by \"peer\"\n" }),
+            page(1, { body: JSON.stringify("just a string"), bytes: 0 })
+          ]
+          const owned = yield* repo.storePages(targets.map((target, i) => ({
+            fence: { targetId: target.id, jobId: "job-exact", owner: "owner-a", attempt: target.attempt },
+            page: pages[i]!,
+            done: true
+          })))
+          assert.strictEqual(owned.size, 3)
+          const stored = yield* repo.results("job-exact", { after: 0, limit: 10 })
+          assert.deepStrictEqual(
+            stored.map((
+              row
+            ) => [
+              row.url,
+              row.status,
+              row.headers,
+              row.body,
+              row.bytes,
+              row.duration_ms,
+              row.error,
+              row.error_message,
+              row.fetched_at
+            ]),
+            pages.map((
+              p
+            ) => [p.url, p.status, p.headers, p.body, p.bytes, p.duration_ms, p.error, p.error_message, p.fetched_at])
+          )
+        }))
+
       it.effect("expired leases are reaped and reclaimed with a new attempt; the old owner is fenced out", () =>
         Effect.gen(function*() {
           const repo = yield* JobRepo
