@@ -243,9 +243,7 @@ const commandOf = (contender: Contender, db: Database, dir: string, port: number
       return {
         args: [
           "--import",
-          "tsx",
-          "--import",
-          pathToFileURL(join(support, "exit-report.ts")).href,
+          pathToFileURL(join(support, "exit-report.mjs")).href,
           harvesterBin,
           "run",
           "--file",

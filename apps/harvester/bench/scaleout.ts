@@ -85,7 +85,7 @@ const attempt = <A>(what: string, run: () => Promise<A>) =>
 const startChild = (args: ReadonlyArray<string>, env: Readonly<Record<string, string>>, pattern: RegExp) =>
   Effect.acquireRelease(
     Effect.async<{ readonly child: ChildProcess; readonly match: RegExpExecArray }, BenchFailed>((resume) => {
-      const child = spawn(process.execPath, ["--import", "tsx", ...args], {
+      const child = spawn(process.execPath, args, {
         cwd: appDir,
         env: { ...process.env, ...env },
         stdio: ["pipe", "pipe", "pipe"]
@@ -122,7 +122,7 @@ const startChild = (args: ReadonlyArray<string>, env: Readonly<Record<string, st
 
 const startUpstream = Effect.map(
   startChild(
-    [join(here, "support", "latency-upstream.ts")],
+    ["--import", "tsx", join(here, "support", "latency-upstream.ts")],
     { SPINDLE_BENCH_LATENCY_MS: String(LATENCY_MS) },
     /\{"port":(\d+)\}/
   ),
