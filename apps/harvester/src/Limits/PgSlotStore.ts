@@ -29,9 +29,7 @@ const HEARTBEAT_CHUNK = 500
 const CountRow = Schema.Struct({ n: DbInt })
 const decodeCount = Schema.decodeUnknown(CountRow)
 const decodeTokens = Schema.decodeUnknown(Schema.Array(Schema.Struct({ token: Schema.String })))
-const decodeRenewal = Schema.decodeUnknown(
-  Schema.Array(Schema.Struct({ waiting: DbInt, token: Schema.NullOr(Schema.String) }))
-)
+const decodeRenewal = Schema.decodeUnknown(Schema.Struct({ waiting: DbInt, kept: Schema.Array(Schema.String) }))
 
 export interface Options {
   /** How often expired slot rows are deleted (default 1 minute). */
@@ -117,36 +115,31 @@ export const make = (options: Options = {}): Effect.Effect<SlotStore, never, Sql
       const ttl = Math.ceil(ttlMillis)
       const clock = storeNow(sql, now)
       if (tokens.length === 0) return Effect.succeed({ othersWaiting: false, kept: [] })
-      return sql.onDialectOrElse({
-        pg: () =>
-          sql`WITH waiting AS (${othersWaiting(key, owner, clock)}),
+      const renewal: Effect.Effect<{ readonly waiting: number; readonly kept: ReadonlyArray<string> }, unknown> = sql
+        .onDialectOrElse({
+          pg: () =>
+            sql`WITH waiting AS (${othersWaiting(key, owner, clock)}),
               renewed AS (
                 UPDATE limit_host_slots SET expires_at = ${clock} + ${ttl}
                 WHERE host = ${key} AND token IN ${sql.in(tokens)} AND (SELECT n FROM waiting) = 0 AND ${asyncWrite}
                 RETURNING token
               )
-            SELECT (SELECT n FROM waiting) AS waiting, token FROM renewed
-            UNION ALL SELECT (SELECT n FROM waiting), NULL WHERE NOT EXISTS (SELECT 1 FROM renewed)`.pipe(
-            Effect.flatMap(decodeRenewal),
-            Effect.map((rows) => ({
-              waiting: rows[0]?.waiting ?? 0,
-              kept: rows.flatMap((row) => row.token === null ? [] : [row.token])
-            }))
-          ),
-        orElse: () =>
-          sql.withTransaction(Effect.gen(function*() {
-            const waiting = yield* Effect.flatMap(othersWaiting(key, owner, clock), (rows) => decodeCount(rows[0]))
-            if (waiting.n > 0) return { waiting: waiting.n, kept: [] }
-            const renewed = yield* sql`UPDATE limit_host_slots SET expires_at = ${clock} + ${ttl}
+            SELECT (SELECT n FROM waiting) AS waiting, ARRAY(SELECT token FROM renewed) AS kept`.pipe(
+              Effect.flatMap((rows) => decodeRenewal(rows[0]))
+            ),
+          orElse: () =>
+            sql.withTransaction(Effect.gen(function*() {
+              const waiting = yield* Effect.flatMap(othersWaiting(key, owner, clock), (rows) => decodeCount(rows[0]))
+              if (waiting.n > 0) return { waiting: waiting.n, kept: [] }
+              const renewed = yield* sql`UPDATE limit_host_slots SET expires_at = ${clock} + ${ttl}
               WHERE host = ${key} AND token IN ${sql.in(tokens)} RETURNING token`.pipe(Effect.flatMap(decodeTokens))
-            return { waiting: 0, kept: renewed.map((row) => row.token) }
-          }))
-      }).pipe(
-        Effect.map(({ kept, waiting }) =>
-          waiting > 0 ? { othersWaiting: true, kept: [] } : { othersWaiting: false, kept }
-        ),
-        Effect.mapError(fail("renew"))
-      )
+              return { waiting: 0, kept: renewed.map((row) => row.token) }
+            }))
+        })
+      return Effect.map(Effect.mapError(renewal, fail("renew")), ({ kept, waiting }) => ({
+        othersWaiting: waiting > 0,
+        kept
+      }))
     }
 
     const release: SlotStore["release"] = ({ key, token }) =>

@@ -53,7 +53,7 @@ export const asyncCommit = (sql: SqlClient.SqlClient): Statement.Fragment =>
  * function takes a fresh snapshot per statement, so after the lock it sees the previous holder's commit. It grants up
  * to `p_count` starts at once, recorded as one row of `n` starts at `now + p_hold` (`RateLimiterStore.holds`; every
  * live start counts, those recorded ahead included); `retry_at` is then set when fewer were granted. One row per block
- * instead of one per start: 20k starts were 20k rows inserted and deleted again, now ~600 (a block each).
+ * instead of one per start: 20k starts were 20k rows inserted and deleted again, now ~25 (a block each).
  *
  * Rolling upgrades: instances of older versions call the three- and four-argument overloads, which are redefined
  * here over this one, so every instance counts blocks once this version has started. An instance of an older version
