@@ -16,6 +16,7 @@ import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { assert, describe, it, layer } from "@effect/vitest"
+import type * as KeyedConcurrency from "@spindle/core/KeyedConcurrency"
 import * as RateLimiter from "@spindle/core/RateLimiter"
 import {
   Cause,
@@ -398,6 +399,15 @@ describe("SharedConcurrency keeping slots (virtual time, the SQLite store)", () 
       )
     return { state, run }
   }
+  /** Two callers of `host` that request for ever, 10 ms each (a host saturated at perKey 2), until the scope ends. */
+  const saturate = (
+    limits: KeyedConcurrency.KeyedConcurrency,
+    host: string,
+    run: (millis: number) => Effect.Effect<void>
+  ) =>
+    Effect.forkScoped(
+      Effect.forEach([0, 1], () => Effect.forever(limits.withPermit(host)(run(10))), { concurrency: 2, discard: true })
+    )
   const advance = (millis: number, step = 5) =>
     Effect.forEach(Array.from({ length: millis / step }), () => TestClock.adjust(step), { discard: true })
 
@@ -461,12 +471,7 @@ describe("SharedConcurrency keeping slots (virtual time, the SQLite store)", () 
       const busy = yield* SharedLimits.concurrency(kept)
       const waiting = yield* SharedLimits.concurrency(kept)
       const { run, state } = gauge()
-      yield* Effect.forkScoped(
-        Effect.forEach([0, 1], () => Effect.forever(busy.withPermit(host)(run(10))), {
-          concurrency: 2,
-          discard: true
-        })
-      )
+      yield* saturate(busy, host, run)
       yield* advance(100)
       const arrived = yield* Clock.currentTimeMillis
       const turn = yield* Effect.fork(waiting.withPermit(host)(Effect.zipLeft(Clock.currentTimeMillis, run(10))))
@@ -474,8 +479,9 @@ describe("SharedConcurrency keeping slots (virtual time, the SQLite store)", () 
       const started = yield* Fiber.poll(turn)
       assert.isTrue(Option.isSome(started) && Exit.isSuccess(started.value), "the waiting instance never got a slot")
       const waited = Option.isSome(started) && Exit.isSuccess(started.value) ? started.value.value - arrived : Infinity
-      // The busy instance's slots were claimed at 0 and reused until 1 s; one was then given back and not claimed
-      // again for 75 ms, while the waiting one polls every 25–75 ms.
+      // The busy instance's slots were claimed at 0 and reused until 1 s; their renewal then found the waiting
+      // instance recorded (its claim fell short), so they went back, each not claimed again for 75 ms, while the
+      // waiting one polls every 25–75 ms.
       assert.isAtMost(waited, 1000 + 75, `waited ${waited} ms`)
       assert.strictEqual(state.peak, 2, "never more than perKey in flight over both instances")
       assert.isAbove(state.done, 200, "the busy instance kept going meanwhile")
@@ -487,12 +493,7 @@ describe("SharedConcurrency keeping slots (virtual time, the SQLite store)", () 
       const host = "alone.test"
       const limits = yield* SharedLimits.concurrency(kept)
       const { run, state } = gauge()
-      yield* Effect.forkScoped(
-        Effect.forEach([0, 1], () => Effect.forever(limits.withPermit(host)(run(10))), {
-          concurrency: 2,
-          discard: true
-        })
-      )
+      yield* saturate(limits, host, run)
       yield* advance(2500, 10)
       assert.isAbove(state.done, 400)
       assert.strictEqual(state.peak, 2)
