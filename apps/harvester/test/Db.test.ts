@@ -1,4 +1,4 @@
-import { SqlClient } from "@effect/sql"
+import { SqlClient, Statement } from "@effect/sql"
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Layer, Option } from "effect"
 import type { Fence } from "../src/Jobs/JobRepo.js"
@@ -132,6 +132,48 @@ for (const db of Databases.all) {
             ) => [p.url, p.status, p.headers, p.body, p.bytes, p.duration_ms, p.error, p.error_message, p.fetched_at])
           )
         }))
+
+      // PostgreSQL only: SQLite stores through its own statements (VALUES lists joined on the primary key).
+      if (db.name === "pg") {
+        it.effect(
+          "PostgreSQL: a batch of pages finds its targets by key, never by scanning them (fresh, unanalyzed table)",
+          () =>
+            Effect.gen(function*() {
+              // The first job on a new database has no statistics: the planner then preferred a hash join over a scan
+              // of every target of the table, once per stored batch (a 1M-target job: 1M rows read per batch).
+              const repo = yield* JobRepo
+              yield* repo.insertJob(newJob("job-plan", 5000))
+              const targets = yield* repo.claim("job-plan", "owner-p", 30_000, 50)
+              const plans: Array<string> = []
+              const explain: Statement.Statement.Transformer = (statement, sql) => {
+                const [text, params] = statement.compile()
+                return text.includes("json_to_recordset")
+                  ? sql.unsafe<{ readonly "QUERY PLAN": unknown }>(`EXPLAIN (FORMAT JSON) ${text}`, params).pipe(
+                    Statement.withTransformerDisabled,
+                    Effect.orDie,
+                    Effect.map((rows) => {
+                      plans.push(JSON.stringify(rows[0]?.["QUERY PLAN"]))
+                      return statement
+                    })
+                  )
+                  : Effect.succeed(statement)
+              }
+              const owned = yield* repo.storePages(targets.map((target) => ({
+                fence: { targetId: target.id, jobId: "job-plan", owner: "owner-p", attempt: target.attempt },
+                page: page(1, { url: target.url }),
+                done: true
+              }))).pipe(Statement.withTransformer(explain))
+              assert.strictEqual(owned.size, 50)
+              assert.strictEqual(yield* countRows("pages", "job-plan"), 50)
+              assert.strictEqual(plans.length, 1)
+              const scans = [...plans[0]!.matchAll(/"Node Type":"([^"]+)"[^{}]*?"Relation Name":"targets"/g)].map((m) =>
+                m[1]
+              )
+              assert.isAbove(scans.length, 0, "the plan reads targets")
+              assert.notInclude(scans, "Seq Scan", `scans of targets: ${scans.join(", ")}`)
+            })
+        )
+      }
 
       it.effect("expired leases are reaped and reclaimed with a new attempt; the old owner is fenced out", () =>
         Effect.gen(function*() {
