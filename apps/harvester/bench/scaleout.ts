@@ -297,6 +297,7 @@ const claimRuns = (runs: number) =>
           options: "{}",
           createdAt: Date.now(),
           deadlineAt: null,
+          secrets: null,
           targets: Array.from({ length: CLAIM_TARGETS }, (_, i) => ({ url: `http://127.0.0.1/${i}`, paginate: null }))
         })
         yield* sql`ANALYZE targets`.pipe(Effect.orDie)

@@ -68,7 +68,9 @@ describe("Config", () => {
     Effect.gen(function*() {
       const result = yield* EngineSettingsConfig.pipe(
         Effect.withConfigProvider(
-          ConfigProvider.fromMap(new Map([["HARVESTER_LIMITS", "foo"], ["HARVESTER_CLAIM_BATCH", "abc"]]))
+          ConfigProvider.fromMap(
+            new Map([["HARVESTER_LIMITS", "foo"], ["HARVESTER_CLAIM_BATCH", "abc"], ["HARVESTER_SECRET_KEY", "short"]])
+          )
         ),
         Effect.either
       )
@@ -76,7 +78,8 @@ describe("Config", () => {
       if (Either.isRight(result)) return
       assert.deepStrictEqual([...AppConfig.formatConfigError(result.left)].sort(), [
         "HARVESTER_CLAIM_BATCH: Expected an integer value but received \"abc\"",
-        "HARVESTER_LIMITS: Expected one of (auto, memory) but received \"foo\""
+        "HARVESTER_LIMITS: Expected one of (auto, memory) but received \"foo\"",
+        "HARVESTER_SECRET_KEY: expected at least 32 characters (for example the output of openssl rand -base64 32)"
       ])
     }))
 })

@@ -13,6 +13,7 @@ const newJob = (id: string, targets: number) => ({
   options: "{}",
   createdAt: 1_700_000_000_000,
   deadlineAt: null,
+  secrets: null,
   targets: Array.from({ length: targets }, (_, i) => ({ url: `http://127.0.0.1:1/t/${i}`, paginate: null }))
 })
 
@@ -35,7 +36,8 @@ for (const db of Databases.all) {
           assert.deepStrictEqual(migrations.map((m) => [Number(m.migration_id), m.name]), [
             [1, "init"],
             [2, "failed_pages"],
-            [3, "no_foreign_keys"]
+            [3, "no_foreign_keys"],
+            [4, "job_secrets"]
           ])
           // PostgreSQL: no foreign-key trigger per stored page or target (SQLite keeps its in-process checks).
           const foreignKeys = yield* sql.onDialectOrElse({

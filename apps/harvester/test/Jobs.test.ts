@@ -1,15 +1,19 @@
 import { SqlClient } from "@effect/sql"
 import { assert, describe, layer } from "@effect/vitest"
-import { Chunk, Effect, Stream } from "effect"
+import { Chunk, Deferred, Effect, Either, Exit, Logger, Option, Redacted, Schema, Stream } from "effect"
 import type { IncomingHttpHeaders } from "node:http"
 import { createServer } from "node:http"
 import type { AddressInfo } from "node:net"
 import * as SimulatedApi from "../src/Demo/SimulatedApi.js"
 import { JobId, JobOptions, JobSpec, REDACTED } from "../src/Domain.js"
+import * as HeaderSeal from "../src/Jobs/HeaderSeal.js"
+import { JobRepo } from "../src/Jobs/JobRepo.js"
 import * as Databases from "./support/Databases.js"
 import { harvest, withJobs } from "./support/Harness.js"
 
 /** A loopback server that records the headers of every request. */
+const SECRET = "test secret of at least thirty-two characters"
+
 const headerRecorder = Effect.acquireRelease(
   Effect.async<{ readonly url: string; readonly seen: Array<IncomingHttpHeaders>; readonly close: () => void }>(
     (resume) => {
@@ -164,9 +168,71 @@ for (const db of Databases.all) {
           assert.strictEqual(recorder.seen[0]!["authorization"], "Bearer s3cret")
           assert.deepStrictEqual(view.options.headers, { authorization: REDACTED, "x-trace": "visible" })
           const sql = yield* SqlClient.SqlClient
-          const rows = yield* sql<{ readonly options: string }>`SELECT options FROM jobs WHERE id = ${view.id}`
+          const rows = yield* sql<{ readonly options: string; readonly secrets: string | null }>`
+            SELECT options, secrets FROM jobs WHERE id = ${view.id}`
           assert.notInclude(rows[0]!.options, "s3cret")
+          // No HARVESTER_SECRET_KEY: nothing sealed, the values lived in this instance only.
+          assert.isNull(rows[0]!.secrets)
         }), 30_000)
+
+      it.scoped(
+        "with HARVESTER_SECRET_KEY, sensitive headers are sealed at rest and sent by an instance that resumes the job; " +
+          "an instance without the key, or with another, leaves the job alone",
+        () =>
+          Effect.gen(function*() {
+            const recorder = yield* headerRecorder
+            const sql = yield* SqlClient.SqlClient
+            const headers = { authorization: "Bearer s3cret", "x-trace": "visible" }
+            // Created through the service: stored redacted, and sealed.
+            const created = yield* withJobs(
+              (jobs) =>
+                harvest(jobs, new JobSpec({ targets: [{ url: recorder.url }], options: new JobOptions({ headers }) })),
+              { secretKey: SECRET }
+            )
+            const [row] = yield* sql<{ readonly options: string; readonly secrets: string | null }>`
+              SELECT options, secrets FROM jobs WHERE id = ${created.id}`
+            assert.notInclude(`${row!.options}${row!.secrets}`, "s3cret")
+            assert.deepStrictEqual(
+              HeaderSeal.open(HeaderSeal.keyOf(Redacted.make(SECRET)), created.id, row!.secrets ?? ""),
+              Either.right({ authorization: "Bearer s3cret" })
+            )
+            assert.strictEqual(recorder.seen.length, 1)
+
+            // A job that no running instance created (its creator stopped): its headers exist only sealed.
+            const repo = yield* Effect.provide(JobRepo, JobRepo.Default)
+            const id = "job_resumed_elsewhere"
+            yield* repo.insertJob({
+              id,
+              options: Schema.encodeSync(Schema.parseJson(JobOptions))(
+                new JobOptions({ headers: { authorization: REDACTED, "x-trace": "visible" } })
+              ),
+              createdAt: Date.now(),
+              deadlineAt: null,
+              secrets: Option.getOrNull(HeaderSeal.seal(HeaderSeal.keyOf(Redacted.make(SECRET)), id, headers)),
+              targets: [{ url: `${recorder.url}?resumed`, paginate: null }]
+            })
+            for (const secretKey of [undefined, "a different key, also 32 characters or more"]) {
+              const warned = yield* Deferred.make<void>()
+              const logger = Logger.make(({ message }) => {
+                if (String(message).includes(`job ${id}: its sealed authorization header(s) do not open here`)) {
+                  Deferred.unsafeDone(warned, Exit.void)
+                }
+              })
+              yield* withJobs(() => Deferred.await(warned), secretKey === undefined ? {} : { secretKey }).pipe(
+                Effect.provide(Logger.add(logger))
+              )
+              assert.strictEqual(recorder.seen.length, 1, "no request without the credentials")
+              const [target] = yield* sql<{ readonly status: string }>`SELECT status FROM targets WHERE job_id = ${id}`
+              assert.strictEqual(target!.status, "pending")
+            }
+            const resumed = yield* withJobs((jobs) => jobs.awaitJob(JobId.make(id)), { secretKey: SECRET })
+            assert.strictEqual(resumed.status, "completed")
+            assert.strictEqual(recorder.seen.length, 2)
+            assert.strictEqual(recorder.seen[1]!["authorization"], "Bearer s3cret")
+            assert.strictEqual(recorder.seen[1]!["x-trace"], "visible")
+          }),
+        30_000
+      )
     })
   })
 }

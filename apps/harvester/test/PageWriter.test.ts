@@ -19,6 +19,7 @@ const claimedJob = (jobId: string, n: number, owner = "owner") =>
       options: "{}",
       createdAt: 1,
       deadlineAt: null,
+      secrets: null,
       targets: Array.from({ length: n }, (_, i) => ({ url: `http://127.0.0.1:1/${jobId}/${i}`, paginate: null }))
     })
     return yield* repo.claim(jobId, owner, 30_000, n)

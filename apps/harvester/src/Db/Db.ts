@@ -15,6 +15,7 @@ import { Config, Context, Data, Duration, Effect, Layer, Option, Redacted } from
 import init from "./migrations/0001_init.js"
 import failedPages from "./migrations/0002_failed_pages.js"
 import noForeignKeys from "./migrations/0003_no_foreign_keys.js"
+import jobSecrets from "./migrations/0004_job_secrets.js"
 import * as SqliteWorker from "./SqliteWorker.js"
 
 /** The database could not be opened, reached or migrated. */
@@ -29,7 +30,8 @@ export const DEFAULT_SQLITE_PATH = "./data/harvester.db"
 const loader = Migrator.fromRecord({
   "0001_init": init,
   "0002_failed_pages": failedPages,
-  "0003_no_foreign_keys": noForeignKeys
+  "0003_no_foreign_keys": noForeignKeys,
+  "0004_job_secrets": jobSecrets
 })
 
 const unavailable = (database: string) => (cause: { readonly message: string }) =>

@@ -44,6 +44,7 @@ import {
   Option,
   Predicate,
   Queue,
+  type Redacted,
   Schedule,
   Schema,
   Stream
@@ -53,6 +54,7 @@ import { hostname } from "node:os"
 import { JobOptions, parseDuration, parseRate, REDACTED } from "../Domain.js"
 import { SsrfGuard } from "../Fetch/SsrfGuard.js"
 import type { LimitStoreError } from "../Limits/LimitStore.js"
+import * as HeaderSeal from "./HeaderSeal.js"
 import * as HostLimits from "./HostLimits.js"
 import type { Fence, JobRow, NewPage, TargetRow } from "./JobRepo.js"
 import { JobRepo } from "./JobRepo.js"
@@ -84,11 +86,13 @@ export interface EngineSettings {
   readonly shutdownGrace: Duration.Duration
   /** Where per-host limits live: `auto` (shared when instances can share a store) or `memory` (see HostLimits). */
   readonly limits: "auto" | "memory"
+  /** Seals jobs' sensitive headers at rest (`HeaderSeal`); None: they live in the creating instance's memory. */
+  readonly secretKey: Option.Option<Redacted.Redacted>
 }
 
 /**
  * `HARVESTER_INSTANCE_ID`, `HARVESTER_LEASE_TTL` (30s), `HARVESTER_SCAN_EVERY` (2s), `HARVESTER_CLAIM_BATCH`,
- * `HARVESTER_SHUTDOWN_GRACE` (10s), `HARVESTER_LIMITS` (auto).
+ * `HARVESTER_SHUTDOWN_GRACE` (10s), `HARVESTER_LIMITS` (auto), `HARVESTER_SECRET_KEY` (none).
  */
 export const EngineSettingsConfig: Config.Config<EngineSettings> = Config.all({
   instanceId: Config.string("HARVESTER_INSTANCE_ID").pipe(
@@ -101,7 +105,8 @@ export const EngineSettingsConfig: Config.Config<EngineSettings> = Config.all({
     Config.withDefault(0)
   ),
   shutdownGrace: durationConfig("HARVESTER_SHUTDOWN_GRACE", "10s"),
-  limits: HostLimits.ModeConfig
+  limits: HostLimits.ModeConfig,
+  secretKey: HeaderSeal.SecretKeyConfig
 })
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -188,8 +193,48 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
     const owner = settings.instanceId
     const leaseTtlMillis = Duration.toMillis(settings.leaseTtl)
 
-    /** Real values of the headers of jobs created by this instance (the database holds them redacted). */
+    /** Real values of the headers of jobs created by this instance (the database holds them redacted, or sealed). */
     const headerSecrets = new Map<string, Readonly<Record<string, string>>>()
+    const sealKey = Option.map(settings.secretKey, HeaderSeal.keyOf)
+    /** Jobs whose sealed headers this instance cannot open (warned once each). */
+    const unopened = new Set<string>()
+
+    /**
+     * The headers a job's requests carry here: the creator's own copy, else the options with the sealed sensitive
+     * values opened, else the options without the redacted ones. None: the sealed values do not open here (no key,
+     * another key), so the job is not run here (its requests would go out without their credentials).
+     */
+    const headersOf = (row: JobRow, options: JobOptions) =>
+      Effect.gen(function*() {
+        const own = headerSecrets.get(row.id)
+        if (own !== undefined) return Option.some(own)
+        const clear = Object.fromEntries(Object.entries(options.headers).filter(([, value]) => value !== REDACTED))
+        const redacted = Object.keys(options.headers).filter((name) => options.headers[name] === REDACTED)
+        if (redacted.length === 0) return Option.some(clear)
+        const sealed = yield* repo.jobSecrets(row.id)
+        if (Option.isNone(sealed)) {
+          yield* Effect.logWarning(
+            `job ${row.id}: its ${redacted.join(", ")} header(s) were kept by the instance that created it only ` +
+              "(no HARVESTER_SECRET_KEY then): sent without them here"
+          )
+          return Option.some(clear)
+        }
+        const opened = Option.match(sealKey, {
+          onNone: () => Either.left("this instance has no HARVESTER_SECRET_KEY"),
+          onSome: (key) => HeaderSeal.open(key, row.id, sealed.value)
+        })
+        if (Either.isLeft(opened)) {
+          if (!unopened.has(row.id)) {
+            unopened.add(row.id)
+            yield* Effect.logWarning(
+              `job ${row.id}: its sealed ${redacted.join(", ")} header(s) do not open here (${opened.left}): ` +
+                "not running it on this instance (set the HARVESTER_SECRET_KEY it was created with)"
+            )
+          }
+          return Option.none()
+        }
+        return Option.some({ ...clear, ...opened.right })
+      })
     /** Progress of the jobs this instance runs right now. */
     const trackers = new Map<string, Progress.Progress>()
     let draining = false
@@ -228,11 +273,9 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
         const options = yield* Effect.orDie(decodeOptions(row.options))
         const rate = yield* Effect.orDie(parseRate(options.rate))
         const timeout = yield* Effect.orDie(parseDuration(options.timeout))
-        const headers = headerSecrets.get(row.id) ??
-          Object.fromEntries(Object.entries(options.headers).filter(([, value]) => value !== REDACTED))
-        if (!headerSecrets.has(row.id) && Object.keys(headers).length < Object.keys(options.headers).length) {
-          yield* Effect.logWarning(`job ${row.id}: redacted headers are not available to this instance; sent without`)
-        }
+        const found = yield* headersOf(row, options)
+        if (Option.isNone(found)) return
+        const headers = found.value
         // Keyed by host: every job and every instance fetching from a host shares its window and its slots.
         const limiter = yield* Effect.orDie(limits.rateLimiter({ limit: rate.limit, per: rate.per }))
         const hosts = yield* Effect.orDie(
@@ -718,9 +761,14 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
       signals: signals.subscribe,
       onSignal,
       heartbeat: repo.heartbeat(owner, leaseTtlMillis),
-      /** Keeps the job's real header values for the runner (the database stores them redacted). */
+      /** Keeps the job's real header values for the runner (the database stores them redacted, or sealed). */
       rememberHeaders: (jobId: string, headers: Readonly<Record<string, string>>) =>
         Effect.sync(() => headerSecrets.set(jobId, headers)),
+      /** The job's sensitive headers sealed under `HARVESTER_SECRET_KEY`; None without a key or such headers. */
+      sealHeaders: (jobId: string, headers: Readonly<Record<string, string>>): Option.Option<string> =>
+        Option.flatMap(sealKey, (key) => HeaderSeal.seal(key, jobId, headers)),
+      /** Whether sensitive headers survive this instance (sealed under a key). */
+      sealsHeaders: Option.isSome(sealKey),
       /** The progress of the job if it runs here. */
       progress: (jobId: string) => Effect.sync(() => Option.fromNullable(trackers.get(jobId))),
       /** Jobs running here (tests, diagnostics). */

@@ -118,6 +118,8 @@ export interface NewJob {
   readonly options: string
   readonly createdAt: number
   readonly deadlineAt: number | null
+  /** The job's sensitive headers sealed (`HeaderSeal`), or null. */
+  readonly secrets: string | null
   readonly targets: ReadonlyArray<{ readonly url: string; readonly paginate: string | null }>
 }
 
@@ -174,7 +176,8 @@ export class JobRepo extends Effect.Service<JobRepo>()("spindle/JobRepo", {
             total: job.targets.length,
             created_at: job.createdAt,
             deadline_at: job.deadlineAt,
-            finished_at: null
+            finished_at: null,
+            secrets: job.secrets
           })
         }`
         // The targets travel as one JSON array of [url, paginate] and the database expands it (`json_each` /
@@ -201,6 +204,17 @@ export class JobRepo extends Effect.Service<JobRepo>()("spindle/JobRepo", {
       (effect) => sql.withTransaction(effect),
       Effect.orDie
     )
+
+    const jobSecretsQuery = SqlSchema.findOne({
+      Request: Schema.String,
+      Result: Schema.Struct({ secrets: Schema.NullOr(Schema.String) }),
+      execute: (id) => sql`SELECT secrets FROM jobs WHERE id = ${id}`
+    })
+    /** The job's sealed sensitive headers (`HeaderSeal`), None when it has none (or no such job). */
+    const jobSecrets = (id: string) =>
+      Effect.orDie(jobSecretsQuery(id)).pipe(
+        Effect.map((row) => Option.flatMap(row, (r) => Option.fromNullable(r.secrets)))
+      )
 
     const findJobQuery = SqlSchema.findOne({
       Request: Schema.String,
@@ -630,6 +644,7 @@ export class JobRepo extends Effect.Service<JobRepo>()("spindle/JobRepo", {
     return {
       insertJob,
       findJob,
+      jobSecrets,
       listJobs,
       runningJobs,
       jobStatus,

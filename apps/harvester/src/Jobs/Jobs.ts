@@ -4,7 +4,8 @@
  * stream the stored results, follow progress events, cancel (in-flight requests stop at once), await the end.
  *
  * The HTTP handlers and the CLI call it; it owns no state the database does not have, except the real values of
- * sensitive request headers of the jobs it created (stored redacted).
+ * sensitive request headers of the jobs it created (stored redacted, and sealed under `HARVESTER_SECRET_KEY` when
+ * set: `HeaderSeal`).
  */
 import { SqlClient } from "@effect/sql"
 import * as Paginate from "@spindle/core/Paginate"
@@ -15,6 +16,7 @@ import type { JobId, JobSpec, Page, ResultsFilter } from "../Domain.js"
 import {
   InvalidJobSpec,
   isFinished,
+  isSensitiveHeader,
   JobAlreadyFinished,
   JobCounts,
   JobNotFound,
@@ -175,14 +177,23 @@ const make = Effect.gen(function*() {
       ? Option.none()
       : Either.getRight(parseDuration(spec.options.deadline))
     const stored = new JobOptions({ ...spec.options, headers: redactHeaders(spec.options.headers) })
+    const sealed = engine.sealHeaders(id, spec.options.headers)
     yield* repo.insertJob({
       id,
       options: encodeOptions(stored),
       createdAt: now,
       deadlineAt: Option.match(deadline, { onNone: () => null, onSome: (d) => now + Duration.toMillis(d) }),
+      secrets: Option.getOrNull(sealed),
       targets: spec.targets.map((target) => ({ url: target.url, paginate: target.paginate ?? null }))
     })
     if (Object.keys(spec.options.headers).length > 0) yield* engine.rememberHeaders(id, spec.options.headers)
+    const sensitive = Object.keys(spec.options.headers).filter(isSensitiveHeader)
+    if (sensitive.length > 0 && !engine.sealsHeaders) {
+      yield* Effect.logWarning(
+        `job ${id}: its ${sensitive.join(", ")} header(s) are kept in this process only (no HARVESTER_SECRET_KEY): ` +
+          "if it stops before the job ends, the job goes on without them"
+      )
+    }
     const row = yield* findRow(id).pipe(Effect.orDie)
     yield* engine.start(row)
     // Idle instances claim at once instead of at their next scan.

@@ -17,6 +17,8 @@ export interface EngineTestSettings {
   readonly shutdownGrace?: string
   readonly instanceId?: string
   readonly allow?: ReadonlyArray<string>
+  /** `HARVESTER_SECRET_KEY` (none by default). */
+  readonly secretKey?: string
 }
 
 /** `Jobs` (and its `Engine`) over the `SqlClient` in context, with settings fit for tests. */
@@ -31,7 +33,8 @@ export const jobsLayer = (settings: EngineTestSettings = {}): Layer.Layer<Jobs |
             ["HARVESTER_LEASE_TTL", settings.leaseTtl ?? "5s"],
             ["HARVESTER_SCAN_EVERY", settings.scanEvery ?? "200ms"],
             ["HARVESTER_SHUTDOWN_GRACE", settings.shutdownGrace ?? "2s"],
-            ...(settings.instanceId === undefined ? [] : [["HARVESTER_INSTANCE_ID", settings.instanceId] as const])
+            ...(settings.instanceId === undefined ? [] : [["HARVESTER_INSTANCE_ID", settings.instanceId] as const]),
+            ...(settings.secretKey === undefined ? [] : [["HARVESTER_SECRET_KEY", settings.secretKey] as const])
           ])
         )
       )
