@@ -1,11 +1,68 @@
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect } from "effect"
+import { Data, Effect } from "effect"
+import { createServer } from "node:http"
+import type { AddressInfo } from "node:net"
 import * as SimulatedApi from "../src/Demo/SimulatedApi.js"
 import { JobOptions, JobSpec } from "../src/Domain.js"
 import * as Databases from "./support/Databases.js"
 import { harvest, maxInWindow, pollUntil, rowCount, storedPageKeys, withJobs } from "./support/Harness.js"
 
+class NotFetched extends Data.TaggedError("NotFetched")<{ readonly reason: string }> {}
+
 const ok = (requests: ReadonlyArray<SimulatedApi.RecordedRequest>) => requests.filter((r) => r.outcome === "ok")
+
+/**
+ * A loopback upstream that holds every response until `release()` (then answers at once, held ones included):
+ * arrivals, answers, requests open (neither answered nor aborted) and the most open at once are counted.
+ */
+const heldUpstream = Effect.acquireRelease(
+  Effect.async<{
+    readonly url: string
+    readonly arrived: () => number
+    readonly answered: () => number
+    readonly maxConcurrent: () => number
+    /** Requests neither answered nor aborted. */
+    readonly open: () => number
+    readonly release: () => void
+    readonly close: () => void
+  }>((resume) => {
+    let released = false
+    let arrived = 0
+    let answered = 0
+    let open = 0
+    let maxOpen = 0
+    const held: Array<() => void> = []
+    const server = createServer((_request, response) => {
+      arrived++
+      open++
+      maxOpen = Math.max(maxOpen, open)
+      response.on("close", () => open--)
+      const answer = () => {
+        answered++
+        response.writeHead(200, { "content-type": "application/json" }).end("{\"ok\":true}")
+      }
+      if (released) answer()
+      else held.push(answer)
+    })
+    server.listen(0, "127.0.0.1", () =>
+      resume(Effect.succeed({
+        url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+        arrived: () => arrived,
+        answered: () => answered,
+        maxConcurrent: () => maxOpen,
+        open: () => open,
+        release: () => {
+          released = true
+          for (const answer of held.splice(0)) answer()
+        },
+        close: () => {
+          server.closeAllConnections()
+          server.close()
+        }
+      })))
+  }),
+  (upstream) => Effect.sync(upstream.close)
+)
 
 for (const db of Databases.all) {
   describe.skipIf(db.skip !== null)(`Engine on ${db.name}`, () => {
@@ -138,6 +195,79 @@ for (const db of Databases.all) {
             const busy = (yield* api.requests).filter((r) => r.path === "/busy")
             assert.deepStrictEqual(busy.map((r) => r.status), [429, 200])
             assert.isAtLeast(busy[1]!.at - busy[0]!.at, 990, "waited for Retry-After: 1")
+          }),
+        30_000
+      )
+
+      it.scoped(
+        "a host that does not answer holds its share of the workers, not all of them: the job's other host goes on",
+        () =>
+          Effect.gen(function*() {
+            const stuck = yield* heldUpstream
+            const fast = yield* SimulatedApi.start({ routes: { "/*": { json: { ok: true } } } })
+            // Interleaved: every other target is on the host that holds its responses until released.
+            const targets = Array.from(
+              { length: 20 },
+              (_, i) => ({ url: i % 2 === 0 ? `${stuck.url}/s/${i}` : `${fast.baseUrl}/f/${i}` })
+            )
+            const view = yield* withJobs((jobs) =>
+              Effect.gen(function*() {
+                const created = yield* jobs.create(
+                  new JobSpec({
+                    targets: [targets[0]!, ...targets.slice(1)],
+                    options: new JobOptions({ concurrency: 4, perHostConcurrency: 2, rate: "1000/1s" })
+                  })
+                )
+                // Every page of the answering host is fetched while the other host has answered nothing. (Without the
+                // per-host caps the four workers all end up waiting for the held host's two slots, and this waits on
+                // until the test times out.)
+                yield* pollUntil(fast.requests, (requests) => requests.length === 10).pipe(
+                  Effect.timeoutFail({
+                    duration: "10 seconds",
+                    onTimeout: () =>
+                      new NotFetched({ reason: "the answering host waited for the one holding its responses" })
+                  })
+                )
+                assert.strictEqual(stuck.answered(), 0)
+                assert.isAtMost(stuck.arrived(), 2, "the held host gets its 2 slots' worth of requests, no more")
+                stuck.release()
+                return yield* jobs.awaitJob(created.id)
+              })
+            )
+            assert.deepStrictEqual([view.status, view.counts.done, view.counts.pages], ["completed", 20, 20])
+            assert.strictEqual(stuck.arrived(), 10)
+            assert.isAtMost(stuck.maxConcurrent(), 2, "per-host concurrency")
+          }),
+        30_000
+      )
+
+      it.scoped(
+        "cancelling while workers wait for a full host: the waiting ends too, held requests are aborted, nothing leaks",
+        () =>
+          Effect.gen(function*() {
+            const stuck = yield* heldUpstream
+            yield* withJobs((jobs, engine) =>
+              Effect.gen(function*() {
+                // 2 requests held, 4 targets put aside for the full host, 2 workers waiting for it to free up.
+                const created = yield* jobs.create(
+                  new JobSpec({
+                    targets: [
+                      { url: `${stuck.url}/s/0` },
+                      ...Array.from({ length: 5 }, (_, i) => ({ url: `${stuck.url}/s/${i + 1}` }))
+                    ],
+                    options: new JobOptions({ concurrency: 4, perHostConcurrency: 2, rate: "1000/1s" })
+                  })
+                )
+                yield* pollUntil(Effect.sync(stuck.open), (open) => open === 2)
+                const cancelled = yield* jobs.cancel(created.id)
+                yield* pollUntil(Effect.sync(stuck.open), (open) => open === 0)
+                assert.strictEqual(stuck.arrived(), 2)
+                assert.strictEqual(yield* engine.busy, 0)
+                assert.strictEqual(yield* engine.running, 0)
+                assert.deepStrictEqual([cancelled.status, cancelled.counts.cancelled], ["cancelled", 6])
+                assert.strictEqual(yield* rowCount("targets", created.id, "leased"), 0)
+              })
+            )
           }),
         30_000
       )

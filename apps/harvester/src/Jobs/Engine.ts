@@ -518,7 +518,7 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
         const claimLock = yield* Effect.makeSemaphore(1)
         /** Claims the next batch once the buffer runs low (one claim at a time; the others go on meanwhile). */
         const refill = claimLock.withPermits(1)(Effect.suspend(() =>
-          exhausted || draining || claimed.length - next > ahead
+          exhausted || draining || claimed.length - next > ahead || deferredCount >= MAX_CLAIM
             ? Effect.void
             : Effect.map(repo.claim(row.id, owner, leaseTtlMillis, batch), (targets) => {
               grown = false
@@ -529,29 +529,128 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
             })
         ))
         let claiming = false
+
+        // Per-host caps: a host never has more of the job's workers than its per-host concurrency (in flight, or
+        // waiting for its slots, its rate window or a Retry-After pause). A claimed target whose host is full is put
+        // aside and the worker takes the next one, so a slow or paused host holds its share of the workers, not all of
+        // them (head-of-line blocking: a job's fast hosts went at the pace of its slowest one). Put-aside targets stay
+        // leased here (renewed with the others) and are taken first once their host has room; at most MAX_CLAIM of
+        // them, beyond which the workers wait for a host to free up rather than claim on.
+        const cap = options.perHostConcurrency
+        const capped = cap < workers
+        /** Workers per host (targets started and not finished); only when `capped`. */
+        const assigned = new Map<string, number>()
+        /** Targets put aside per host, in claim order. */
+        const deferred = new Map<string, Array<TargetRow>>()
+        let deferredCount = 0
+        /** Workers waiting for a host to free up (one is woken per finished target). */
+        const waiters: Array<(resume: Effect.Effect<void>) => void> = []
+        const hostKey = (target: TargetRow): string => {
+          try {
+            return new URL(target.url).host
+          } catch {
+            return ""
+          }
+        }
+        /** The host of the target `pick` returned last. */
+        let pickedHost = ""
+        /**
+         * The next target to start: a put-aside one whose host has room, else the next claimed one (those of full hosts
+         * go aside). `lane`: only a single-page target, and none while a claim is due (the worker's `loop` does those).
+         */
+        const pick = (lane: boolean): TargetRow | undefined => {
+          if (deferredCount > 0) {
+            for (const [host, queue] of deferred) {
+              if ((assigned.get(host) ?? 0) >= cap) {
+                continue
+              }
+              const target = queue[0]!
+              if (lane && target.paginate !== null) {
+                return undefined
+              }
+              queue.shift()
+              if (queue.length === 0) {
+                deferred.delete(host)
+              }
+              deferredCount--
+              pickedHost = host
+              return target
+            }
+          }
+          while (next < claimed.length) {
+            const target = claimed[next]!
+            if (lane && (target.paginate !== null || (claimed.length - next <= ahead && !exhausted && !claiming))) {
+              return undefined
+            }
+            next++
+            if (!capped) {
+              return target
+            }
+            const host = hostKey(target)
+            if ((assigned.get(host) ?? 0) < cap) {
+              pickedHost = host
+              return target
+            }
+            const queue = deferred.get(host)
+            if (queue === undefined) {
+              deferred.set(host, [target])
+            } else queue.push(target)
+            deferredCount++
+          }
+          return undefined
+        }
+        const wakeAll = () => {
+          for (const resume of waiters.splice(0)) {
+            resume(Effect.void)
+          }
+        }
+        /** Until a worker finishes a target (a host may have room again). */
+        const hostFreed = Effect.async<void>((resume) => {
+          waiters.push(resume)
+          return Effect.sync(() => {
+            const at = waiters.indexOf(resume)
+            if (at >= 0) {
+              waiters.splice(at, 1)
+            }
+          })
+        })
+
         const deadlineAt = row.deadline_at ?? undefined
         const worker = Effect.suspend(() => {
           /** Whether this worker counts in `busy` (a worker interrupted mid-target stops counting). */
           let holding = false
+          /** The host of the target held (when `capped`). */
+          let holdingHost = ""
+          const hold = () => {
+            holding = true
+            busy++
+            if (capped) {
+              holdingHost = pickedHost
+              assigned.set(holdingHost, (assigned.get(holdingHost) ?? 0) + 1)
+            }
+          }
           const letGo = () => {
             if (holding) {
               holding = false
               busy--
+              if (capped) {
+                const left = (assigned.get(holdingHost) ?? 1) - 1
+                if (left === 0) {
+                  assigned.delete(holdingHost)
+                } else assigned.set(holdingHost, left)
+                waiters.shift()?.(Effect.void)
+              }
             }
           }
           /** The next target when the lane may take it as `loop` would (no claim to start, single-page, not draining). */
           const takeNext = (): TargetRow | undefined => {
-            const left = claimed.length - next
-            const target = claimed[next]
-            if (draining || target === undefined || target.paginate !== null) {
+            if (draining) {
               return undefined
             }
-            if (left <= ahead && !exhausted && !claiming) {
-              return undefined
+            const target = pick(true)
+            if (target !== undefined) {
+              hold()
             }
-            next++
-            holding = true
-            busy++
             return target
           }
 
@@ -627,39 +726,36 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
           const loop = (): Effect.Effect<void> => {
             letGo()
             if (draining) {
+              wakeAll()
+              return Effect.void
+            }
+            const target = pick(false)
+            if (target === undefined) {
+              if (!exhausted && deferredCount < MAX_CLAIM) {
+                if (claiming) {
+                  ranDry()
+                }
+                return Effect.zipRight(refill, Effect.suspend(loop))
+              }
+              // Every target left is put aside for a full host: wait for room. None left: this worker ends, and so do
+              // those waiting (they would wait for a target that will not come).
+              if (deferredCount > 0) return Effect.zipRight(hostFreed, Effect.suspend(loop))
+              wakeAll()
               return Effect.void
             }
             const left = claimed.length - next
-            if (left === 0) {
-              if (exhausted) {
-                return Effect.void
-              }
-              if (claiming) {
-                ranDry()
-              }
-              return Effect.zipRight(refill, Effect.suspend(loop))
-            }
-            const target = claimed[next++]!
-            holding = true
-            busy++
+            hold()
             const work = target.paginate === null
               ? fast(target)
               : Effect.zipRight(processTarget(target), Effect.suspend(loop))
-            if (left > ahead || exhausted || claiming) {
+            if (left > ahead || exhausted || claiming || deferredCount >= MAX_CLAIM) {
               return work
             }
             // Running low: this worker claims the next batch before it starts its target (none of the others waits).
             claiming = true
             return Effect.zipRight(Effect.ensuring(refill, Effect.sync(() => (claiming = false))), work)
           }
-          return Effect.ensuring(
-            loop(),
-            Effect.sync(() => {
-              if (holding) {
-                busy--
-              }
-            })
-          )
+          return Effect.ensuring(loop(), Effect.sync(letGo))
         })
 
         /** Works through every pending target of the job, then waits for the pages to be committed. */
