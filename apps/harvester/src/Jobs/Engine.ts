@@ -182,6 +182,13 @@ const claimSize = (settings: EngineSettings, concurrency: number) =>
  */
 const MAX_CLAIM = 1000
 
+/**
+ * Claimed targets a runner may hold put aside for full hosts (Engine's per-host caps) before it stops claiming: a job
+ * whose targets come host by host reaches its next host only after the full one's are put aside (~150 bytes each, all
+ * renewed by the one heartbeat statement).
+ */
+const MAX_DEFERRED = 10_000
+
 export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
   scoped: Effect.gen(function*() {
     const settings = yield* Effect.orDie(EngineSettingsConfig)
@@ -518,7 +525,7 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
         const claimLock = yield* Effect.makeSemaphore(1)
         /** Claims the next batch once the buffer runs low (one claim at a time; the others go on meanwhile). */
         const refill = claimLock.withPermits(1)(Effect.suspend(() =>
-          exhausted || draining || claimed.length - next > ahead || deferredCount >= MAX_CLAIM
+          exhausted || draining || claimed.length - next > ahead || deferredCount >= MAX_DEFERRED
             ? Effect.void
             : Effect.map(repo.claim(row.id, owner, leaseTtlMillis, batch), (targets) => {
               grown = false
@@ -534,7 +541,7 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
         // waiting for its slots, its rate window or a Retry-After pause). A claimed target whose host is full is put
         // aside and the worker takes the next one, so a slow or paused host holds its share of the workers, not all of
         // them (head-of-line blocking: a job's fast hosts went at the pace of its slowest one). Put-aside targets stay
-        // leased here (renewed with the others) and are taken first once their host has room; at most MAX_CLAIM of
+        // leased here (renewed with the others) and are taken first once their host has room; at most MAX_DEFERRED of
         // them, beyond which the workers wait for a host to free up rather than claim on.
         const cap = options.perHostConcurrency
         const capped = cap < workers
@@ -731,7 +738,7 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
             }
             const target = pick(false)
             if (target === undefined) {
-              if (!exhausted && deferredCount < MAX_CLAIM) {
+              if (!exhausted && deferredCount < MAX_DEFERRED) {
                 if (claiming) {
                   ranDry()
                 }
@@ -748,7 +755,7 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
             const work = target.paginate === null
               ? fast(target)
               : Effect.zipRight(processTarget(target), Effect.suspend(loop))
-            if (left > ahead || exhausted || claiming || deferredCount >= MAX_CLAIM) {
+            if (left > ahead || exhausted || claiming || deferredCount >= MAX_DEFERRED) {
               return work
             }
             // Running low: this worker claims the next batch before it starts its target (none of the others waits).
