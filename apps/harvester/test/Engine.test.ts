@@ -272,6 +272,32 @@ for (const db of Databases.all) {
         30_000
       )
 
+      it.scoped("two jobs fetching from one host share its per-host concurrency", () =>
+        Effect.gen(function*() {
+          const api = yield* SimulatedApi.start({ routes: { "/*": { json: { ok: true }, delayMillis: 40 } } })
+          const spec = (name: string) =>
+            new JobSpec({
+              targets: [
+                { url: `${api.baseUrl}/${name}/0` },
+                ...Array.from({ length: 7 }, (_, i) => ({ url: `${api.baseUrl}/${name}/${i + 1}` }))
+              ],
+              options: new JobOptions({ concurrency: 4, perHostConcurrency: 2, rate: "1000/1s" })
+            })
+          const views = yield* withJobs((jobs) =>
+            Effect.flatMap(
+              Effect.all([jobs.create(spec("a")), jobs.create(spec("b"))]),
+              (created) => Effect.forEach(created, (view) => jobs.awaitJob(view.id), { concurrency: "unbounded" })
+            )
+          )
+          assert.deepStrictEqual(views.map((view) => [view.status, view.counts.done]), [["completed", 8], [
+            "completed",
+            8
+          ]])
+          assert.strictEqual((yield* api.requests).length, 16)
+          // Each job alone keeps 2 open; together they may not keep more (each admits one while fewer than 2 are open).
+          assert.isAtMost(yield* api.maxConcurrent, 2)
+        }), 30_000)
+
       it.scoped("records permanent failures with their error tag", () =>
         Effect.gen(function*() {
           const api = yield* SimulatedApi.start({

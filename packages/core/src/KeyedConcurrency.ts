@@ -10,6 +10,11 @@
  * permits. Like `asyncio.Semaphore`, a permit is not reentrant: nesting `withPermit` on the same key inside itself can
  * wait forever when `perKey` is 1 (the tutorial's rate limiter deadlocks that way).
  *
+ * Limiters made with one `Pool` (`makePool`) share their keys' counts: a host's requests are counted over all of them
+ * (every job of a process fetching from the host), each admitting one more while fewer than its own `perKey` are in
+ * flight, in one line per key (a waiter whose limit is reached holds up those behind it: nobody is overtaken). Each
+ * keeps its own `global`.
+ *
  * Answers the tutorial's `asyncio.Semaphore` (Synchronization Primitives) at a crawler's scale, and what its "HTTP
  * Client with aiohttp" lacks: that `gather` opens every request at once, to every host.
  */
@@ -32,7 +37,19 @@ export interface Options {
   readonly perKey: number
   /** Effects in flight over all keys: a positive integer. */
   readonly global: number
+  /** Keys' counts shared with the other limiters of this pool (`makePool`); default: this limiter's own. */
+  readonly pool?: Pool | undefined
 }
+
+/** Per-key counts and lines shared by the limiters made with it (`Options.pool`). */
+export interface Pool {
+  readonly _tag: "KeyedConcurrency.Pool"
+  /** @internal */
+  readonly keys: Map<string, Permits>
+}
+
+/** A pool of keys for limiters that count each key's effects together (the jobs of one process, by host). */
+export const makePool = (): Pool => ({ _tag: "KeyedConcurrency.Pool", keys: new Map() })
 
 export interface KeyedConcurrency {
   readonly perKey: number
@@ -60,54 +77,66 @@ export const KeyedConcurrency: Context.Tag<KeyedConcurrency, KeyedConcurrency> =
 
 interface Waiter {
   readonly resume: (effect: Effect.Effect<void>) => void
+  /** Permits taken at most when this waiter takes one (its limiter's `perKey`, or `global`). */
+  readonly limit: number
   granted: boolean
 }
 
-/** Permits of one level: taken, and the line of waiters a released permit is handed to. */
+/**
+ * Permits of one level: taken, and the line of waiters released permits are handed to. Each taker brings its limit
+ * (one limiter: always the same; a pool's key: each limiter's own `perKey`).
+ */
 class Permits {
   taken = 0
   readonly waiters = new Set<Waiter>()
 
-  constructor(readonly capacity: number) {}
-
-  /** Takes a permit when one is free and nobody is in line (so nobody is overtaken). */
-  tryTake() {
-    if (this.taken < this.capacity && this.waiters.size === 0) {
+  /** Takes a permit when fewer than `limit` are taken and nobody is in line (so nobody is overtaken). */
+  tryTake(limit: number) {
+    if (this.taken < limit && this.waiters.size === 0) {
       this.taken++
       return true
     }
     return false
   }
 
-  /** Hands the permit to the oldest waiter, or frees it. */
+  /** Frees the permit and hands permits to the waiters at the head of the line while their limits allow. */
   release() {
-    const head: Waiter | undefined = this.waiters.values().next().value
-    if (head === undefined) {
-      this.taken--
-    } else {
+    this.taken--
+    this.serve()
+  }
+
+  private serve() {
+    for (const head of this.waiters) {
+      if (this.taken >= head.limit) return
       this.waiters.delete(head)
+      this.taken++
       head.granted = true
       head.resume(Effect.void)
     }
   }
 
   /**
-   * Waits for a permit. Interrupted before it is handed over: leaves the line. Interrupted after (the hand-over and
-   * the interruption raced): passes the permit on. Either way `onInterrupt` then runs.
+   * Waits for a permit. Interrupted before it is handed over: leaves the line (those behind it may go now).
+   * Interrupted after (the hand-over and the interruption raced): passes the permit on. Either way `onInterrupt` then
+   * runs.
    */
-  take(onInterrupt: () => void): Effect.Effect<void> {
+  take(limit: number, onInterrupt: () => void): Effect.Effect<void> {
     return Effect.async<void>((resume) => {
-      const waiter: Waiter = { resume, granted: false }
+      const waiter: Waiter = { resume, limit, granted: false }
       // Checked again here: a permit may have come back since the caller's `tryTake` (the fiber can yield between).
-      if (this.tryTake()) {
+      if (this.tryTake(limit)) {
         waiter.granted = true
         resume(Effect.void)
       } else {
         this.waiters.add(waiter)
       }
       return Effect.sync(() => {
-        if (waiter.granted) this.release()
-        else this.waiters.delete(waiter)
+        if (waiter.granted) {
+          this.release()
+        } else {
+          this.waiters.delete(waiter)
+          this.serve()
+        }
         onInterrupt()
       })
     })
@@ -124,8 +153,9 @@ export const make = (options: Options): Effect.Effect<KeyedConcurrency, InvalidC
     yield* positiveInteger("perKey", options.perKey)
     yield* positiveInteger("global", options.global)
     const perKey = options.perKey
-    const everyKey = new Permits(options.global)
-    const keys = new Map<string, Permits>()
+    const global = options.global
+    const everyKey = new Permits()
+    const keys = options.pool?.keys ?? new Map<string, Permits>()
 
     const forget = (key: string, permits: Permits) => {
       if (permits.taken === 0 && permits.waiters.size === 0) keys.delete(key)
@@ -140,7 +170,7 @@ export const make = (options: Options): Effect.Effect<KeyedConcurrency, InvalidC
       Effect.uninterruptibleMask((restore) => {
         let permits = keys.get(key)
         if (permits === undefined) {
-          permits = new Permits(perKey)
+          permits = new Permits()
           keys.set(key, permits)
         }
         const own = permits
@@ -150,17 +180,19 @@ export const make = (options: Options): Effect.Effect<KeyedConcurrency, InvalidC
           return exit
         })
         const takeGlobal = () =>
-          everyKey.tryTake() ? run : Effect.zipRight(restore(everyKey.take(() => releaseKey(key, own))), run)
-        return own.tryTake()
+          everyKey.tryTake(global)
+            ? run
+            : Effect.zipRight(restore(everyKey.take(global, () => releaseKey(key, own))), run)
+        return own.tryTake(perKey)
           ? takeGlobal()
-          : Effect.zipRight(restore(own.take(() => forget(key, own))), Effect.suspend(takeGlobal))
+          : Effect.zipRight(restore(own.take(perKey, () => forget(key, own))), Effect.suspend(takeGlobal))
       })
 
     const tryAcquireNow = (key: string): (() => void) | undefined => {
       const known = keys.get(key)
-      const own = known ?? new Permits(perKey)
-      if (!own.tryTake()) return undefined
-      if (!everyKey.tryTake()) {
+      const own = known ?? new Permits()
+      if (!own.tryTake(perKey)) return undefined
+      if (!everyKey.tryTake(global)) {
         own.release()
         return undefined
       }
@@ -173,7 +205,7 @@ export const make = (options: Options): Effect.Effect<KeyedConcurrency, InvalidC
 
     return {
       perKey,
-      global: options.global,
+      global,
       withPermit,
       tryAcquireNow,
       inFlight: (key) => Effect.sync(() => keys.get(key)?.taken ?? 0),

@@ -153,6 +153,57 @@ describe("KeyedConcurrency", () => {
       }
     }))
 
+  it.scoped("limiters of one pool count a key together, each admitting while fewer than its own limit are in flight", () =>
+    Effect.gen(function*() {
+      const pool = KeyedConcurrency.makePool()
+      const low = yield* KeyedConcurrency.make({ perKey: 2, global: 10, pool })
+      const high = yield* KeyedConcurrency.make({ perKey: 3, global: 10, pool })
+      const releases = [low.tryAcquireNow("k"), low.tryAcquireNow("k")]
+      assert.isUndefined(low.tryAcquireNow("k"), "low's limit: 2 in flight")
+      releases.push(high.tryAcquireNow("k"))
+      assert.isUndefined(high.tryAcquireNow("k"), "high's limit: 3 in flight, low's included")
+      assert.isTrue(releases.every((release) => release !== undefined))
+      assert.deepStrictEqual(
+        [yield* low.inFlight("k"), yield* high.inFlight("k"), yield* low.globalInFlight, yield* high.globalInFlight],
+        [3, 3, 2, 1]
+      )
+      // One line per key, nobody overtaken: low waits (3 in flight), high waits behind it.
+      const order: Array<string> = []
+      const lowWaiter = yield* Effect.fork(low.withPermit("k")(Effect.sync(() => order.push("low"))))
+      yield* Effect.yieldNow()
+      const highWaiter = yield* Effect.fork(high.withPermit("k")(Effect.sync(() => order.push("high"))))
+      yield* Effect.yieldNow()
+      releases[0]!()
+      yield* Effect.yieldNow()
+      assert.deepStrictEqual(order, [], "2 in flight: low's limit holds it, and high stays behind it")
+      releases[1]!()
+      yield* Fiber.join(lowWaiter)
+      yield* Fiber.join(highWaiter)
+      assert.deepStrictEqual(order, ["low", "high"])
+      releases[2]!()
+      assert.deepStrictEqual(yield* counts(low, "k"), idle)
+      assert.deepStrictEqual(yield* counts(high, "k"), idle)
+    }))
+
+  it.scoped("a pool's waiter interrupted at the head of the line lets the one behind it go when its limit allows", () =>
+    Effect.gen(function*() {
+      const pool = KeyedConcurrency.makePool()
+      const low = yield* KeyedConcurrency.make({ perKey: 1, global: 10, pool })
+      const high = yield* KeyedConcurrency.make({ perKey: 2, global: 10, pool })
+      const held = low.tryAcquireNow("k")
+      const stuck = yield* Effect.fork(low.withPermit("k")(Effect.void))
+      yield* Effect.yieldNow()
+      const behind = yield* Effect.fork(high.withPermit("k")(Effect.never))
+      yield* Effect.yieldNow()
+      assert.isTrue(yield* isPending(behind), "behind low's waiter, though 1 < 2")
+      yield* Fiber.interrupt(stuck)
+      yield* Effect.yieldNow()
+      assert.strictEqual(yield* high.inFlight("k"), 2, "high's waiter runs once the head leaves")
+      yield* Fiber.interrupt(behind)
+      held!()
+      assert.deepStrictEqual(yield* counts(high, "k"), idle)
+    }))
+
   it.scoped("a failing effect returns its permits and keeps its error", () =>
     Effect.gen(function*() {
       class Boom extends Data.TaggedError("Boom")<{ readonly key: string }> {}

@@ -156,9 +156,6 @@ const describeFailure = (error: TaggedFailure): string => {
 const statusOf = (error: TaggedFailure): number | null =>
   Predicate.hasProperty(error, "status") && typeof error.status === "number" ? error.status : null
 
-/** The release of permits the worker pool implies (none were taken). */
-const noPermits = () => {}
-
 /** The lease of a target was lost (expired and reclaimed elsewhere, or the job ended): stop, store nothing. */
 class LeaseLost extends Data.TaggedError("LeaseLost")<{ readonly targetId: string }> {}
 
@@ -298,9 +295,6 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
         const open = yield* repo.openTargets(row.id)
         yield* Effect.orDie(progress.addTotal(open.pending + open.leased))
 
-        // The job's requests in flight never outnumber its workers (one request at a time each, `workers` below): with
-        // limits of this process alone and a per-host bound no lower than that, the permits could never be short.
-        const impliedByPool = limits.store === "memory" && options.perHostConcurrency >= options.concurrency
         // Once the engine drains, no new request starts: the target stops here and its lease is handed back.
         const notDraining = Effect.suspend(() => draining ? Effect.interrupt : Effect.void)
         // The fetcher takes the rate slot inside the concurrency permit, right before the request (and pauses the
@@ -316,16 +310,11 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
           headers,
           responseType: "text",
           rateLimiter: limiter,
-          concurrency: impliedByPool
-            ? {
-              withPermit: () => <A, E, R>(request: Effect.Effect<A, E, R>) => Effect.zipRight(notDraining, request),
-              tryAcquireNow: () => noPermits
-            }
-            : {
-              withPermit: (host: string) => <A, E, R>(request: Effect.Effect<A, E, R>) =>
-                hosts.withPermit(host)(Effect.zipRight(notDraining, request)),
-              tryAcquireNow: hosts.tryAcquireNow
-            },
+          concurrency: {
+            withPermit: (host: string) => <A, E, R>(request: Effect.Effect<A, E, R>) =>
+              hosts.withPermit(host)(Effect.zipRight(notDraining, request)),
+            tryAcquireNow: hosts.tryAcquireNow
+          },
           guard,
           guardNow
         }).pipe(Effect.orDie)

@@ -9,7 +9,8 @@
  * in the host's and the job's interval: jobs with the same interval (`5/1s` and `20/1s`) share one log,
  * each admitting a start while the log holds fewer than its own limit; jobs with different intervals keep separate
  * logs (one log cannot serve two windows: the shorter one would drop starts the longer one still counts). Per-host
- * concurrency in memory is per job.
+ * concurrency is counted over all jobs likewise (in memory: one `KeyedConcurrency` pool), each job admitting a request
+ * while fewer than its own limit are in flight at the host.
  */
 import { SqlClient } from "@effect/sql"
 import type { InvalidConcurrency } from "@spindle/core/KeyedConcurrency"
@@ -73,16 +74,23 @@ const byInterval = <E>(
   }
 }
 
-/** Limits held by this process only: one rate window per host and interval for all jobs; concurrency per job. */
+/**
+ * Limits held by this process only: one rate window per host and interval for all jobs; a host's requests in flight
+ * counted over all jobs (one `KeyedConcurrency` pool), each job admitting one while fewer than its own per-host limit
+ * are in flight there.
+ */
 export const memory: Layer.Layer<HostLimits> = Layer.scoped(
   HostLimits,
   Effect.map(
     Effect.orDie(RateLimiter.makeMemoryStore({ idleTimeToLive: Duration.minutes(1) })),
-    (windows): HostLimits => ({
-      store: "memory",
-      rateLimiter: (options) => RateLimiter.make({ ...options, store: byInterval(windows, options.per) }),
-      concurrency: ({ global, perKey }) => KeyedConcurrency.make({ perKey, global })
-    })
+    (windows): HostLimits => {
+      const pool = KeyedConcurrency.makePool()
+      return {
+        store: "memory",
+        rateLimiter: (options) => RateLimiter.make({ ...options, store: byInterval(windows, options.per) }),
+        concurrency: ({ global, perKey }) => KeyedConcurrency.make({ perKey, global, pool })
+      }
+    }
   )
 )
 
