@@ -5,7 +5,7 @@ import type { AddressInfo } from "node:net"
 import * as SimulatedApi from "../src/Demo/SimulatedApi.js"
 import { JobOptions, JobSpec } from "../src/Domain.js"
 import * as Databases from "./support/Databases.js"
-import { harvest, maxInWindow, pollUntil, rowCount, storedPageKeys, withJobs } from "./support/Harness.js"
+import { harvest, maxInWindow, pollUntil, rowCount, storedPageKeys, targetsAt, withJobs } from "./support/Harness.js"
 
 class NotFetched extends Data.TaggedError("NotFetched")<{ readonly reason: string }> {}
 
@@ -251,10 +251,7 @@ for (const db of Databases.all) {
                 // 2 requests held, 4 targets put aside for the full host, 2 workers waiting for it to free up.
                 const created = yield* jobs.create(
                   new JobSpec({
-                    targets: [
-                      { url: `${stuck.url}/s/0` },
-                      ...Array.from({ length: 5 }, (_, i) => ({ url: `${stuck.url}/s/${i + 1}` }))
-                    ],
+                    targets: targetsAt(`${stuck.url}/s`, 6),
                     options: new JobOptions({ concurrency: 4, perHostConcurrency: 2, rate: "1000/1s" })
                   })
                 )
@@ -277,10 +274,7 @@ for (const db of Databases.all) {
           const api = yield* SimulatedApi.start({ routes: { "/*": { json: { ok: true }, delayMillis: 40 } } })
           const spec = (name: string) =>
             new JobSpec({
-              targets: [
-                { url: `${api.baseUrl}/${name}/0` },
-                ...Array.from({ length: 7 }, (_, i) => ({ url: `${api.baseUrl}/${name}/${i + 1}` }))
-              ],
+              targets: targetsAt(`${api.baseUrl}/${name}`, 8),
               options: new JobOptions({ concurrency: 4, perHostConcurrency: 2, rate: "1000/1s" })
             })
           const views = yield* withJobs((jobs) =>

@@ -9,7 +9,7 @@ import { JobId, JobOptions, JobSpec, REDACTED } from "../src/Domain.js"
 import * as HeaderSeal from "../src/Jobs/HeaderSeal.js"
 import { JobRepo } from "../src/Jobs/JobRepo.js"
 import * as Databases from "./support/Databases.js"
-import { harvest, withJobs } from "./support/Harness.js"
+import { harvest, targetsAt, withJobs } from "./support/Harness.js"
 
 /** A loopback server that records the headers of every request. */
 const SECRET = "test secret of at least thirty-two characters"
@@ -133,10 +133,7 @@ for (const db of Databases.all) {
               Effect.gen(function*() {
                 const created = yield* jobs.create(
                   new JobSpec({
-                    targets: [
-                      { url: `${api.baseUrl}/slow/0` },
-                      ...Array.from({ length: 9 }, (_, i) => ({ url: `${api.baseUrl}/slow/${i + 1}` }))
-                    ],
+                    targets: targetsAt(`${api.baseUrl}/slow`, 10),
                     options: new JobOptions({ concurrency: 2 })
                   })
                 )

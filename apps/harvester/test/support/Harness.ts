@@ -54,6 +54,10 @@ export const withJobs = <A, E, R>(
     )
   )
 
+/** Targets `${prefix}/0` … `${prefix}/${n - 1}`, as a job spec wants them (at least one). */
+export const targetsAt = (prefix: string, n: number) =>
+  [{ url: `${prefix}/0` }, ...Array.from({ length: n - 1 }, (_, i) => ({ url: `${prefix}/${i + 1}` }))] as const
+
 /** Runs a job to its end and returns its final view. */
 export const harvest = (jobs: Jobs, spec: JobSpec) =>
   Effect.flatMap(jobs.create(spec), (view) => jobs.awaitJob(view.id))
