@@ -122,7 +122,7 @@ const startChild = (args: ReadonlyArray<string>, env: Readonly<Record<string, st
 
 const startUpstream = Effect.map(
   startChild(
-    ["--import", "tsx", join(here, "support", "latency-upstream.ts")],
+    ["--import", "tsx", join(here, "support", "upstream.ts")],
     { SPINDLE_BENCH_LATENCY_MS: String(LATENCY_MS) },
     /\{"port":(\d+)\}/
   ),

@@ -1,12 +1,14 @@
 /**
- * The benchmark's upstream: a zero-latency node:http server on 127.0.0.1 (port 0) answering every `GET /items/<n>`
- * with 1 KB of JSON, in its own process so it never shares the client's event loop. Prints `{"port": n}` on its first
- * stdout line; `GET /__stats` answers the number of pages served so far (the driver checks each run's requests);
- * exits when its stdin closes (the driver ends).
+ * The benchmarks' upstream: a node:http server on 127.0.0.1 (port 0), in its own process so it never shares the
+ * client's event loop, answering every `GET /items/<n>` with 1 KB of JSON: at once (the harvester bench), or after
+ * `SPINDLE_BENCH_LATENCY_MS` milliseconds (the scale-out bench: 20). Prints `{"port": n}` on its first stdout line;
+ * `GET /__stats` answers `{ served, distinct }` (pages served so far, distinct paths among them: the drivers check
+ * each run's requests); exits when its stdin closes (the driver ends).
  */
 import { createServer } from "node:http"
 
 const PAGE_BYTES = 1024
+const latency = Number(process.env["SPINDLE_BENCH_LATENCY_MS"] ?? "0")
 
 const pageOf = (id: number): Buffer => {
   const head = JSON.stringify({ id, name: `item ${id}`, tags: ["bench", "harvester"], payload: "" })
@@ -15,11 +17,12 @@ const pageOf = (id: number): Buffer => {
 }
 
 let served = 0
+const seen = new Set<string>()
 
 const server = createServer((request, response) => {
   const url = request.url ?? "/"
   if (url === "/__stats") {
-    const body = JSON.stringify({ served })
+    const body = JSON.stringify({ served, distinct: seen.size })
     response.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) })
     response.end(body)
     return
@@ -30,10 +33,16 @@ const server = createServer((request, response) => {
     response.end()
     return
   }
-  served++
-  const body = pageOf(Number(match[1]))
-  response.writeHead(200, { "content-type": "application/json", "content-length": body.length })
-  response.end(body)
+  const answer = () => {
+    served++
+    seen.add(url)
+    const body = pageOf(Number(match[1]))
+    response.writeHead(200, { "content-type": "application/json", "content-length": body.length })
+    response.end(body)
+  }
+  if (latency <= 0) return answer()
+  const timer = setTimeout(answer, latency)
+  response.on("close", () => clearTimeout(timer))
 })
 server.keepAliveTimeout = 120_000
 server.headersTimeout = 121_000
