@@ -584,7 +584,8 @@ const finalError = (error: AttemptError, attempts: number): FetchError => {
   return new HttpStatusError({ url: error.url, status: error.status, body: error.body })
 }
 
-const hostOf = (url: URL) => url.host
+/** The key every per-host limit of a request is held under: the URL's host with its port. */
+export const hostOf = (url: URL): string => url.host
 
 const parseUrl = (input: string): Either.Either<URL, TransportError> => {
   try {

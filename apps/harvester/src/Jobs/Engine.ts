@@ -27,7 +27,7 @@
 import type { SqlClient } from "@effect/sql"
 import * as Deadline from "@spindle/core/Deadline"
 import type { Cancellable, FetchError, FetchResult, LaneOutcome } from "@spindle/core/HttpFetcher"
-import { DecodeError, HttpFetcher, layerUndiciWith } from "@spindle/core/HttpFetcher"
+import { DecodeError, hostOf, HttpFetcher, layerUndiciWith } from "@spindle/core/HttpFetcher"
 import * as Paginate from "@spindle/core/Paginate"
 import * as Progress from "@spindle/core/Progress"
 import {
@@ -541,9 +541,10 @@ export class Engine extends Effect.Service<Engine>()("spindle/Engine", {
         let deferredCount = 0
         /** Workers waiting for a host to free up (one is woken per finished target). */
         const waiters: Array<(resume: Effect.Effect<void>) => void> = []
+        /** The target's host as its limits are keyed (`HttpFetcher.hostOf`); "" for a URL that does not parse. */
         const hostKey = (target: TargetRow): string => {
           try {
-            return new URL(target.url).host
+            return hostOf(new URL(target.url))
           } catch {
             return ""
           }
