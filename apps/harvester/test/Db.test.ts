@@ -37,7 +37,9 @@ for (const db of Databases.all) {
             [1, "init"],
             [2, "failed_pages"],
             [3, "no_foreign_keys"],
-            [4, "job_secrets"]
+            [4, "job_secrets"],
+            [5, "binary_keys"],
+            [6, "claim_store_functions"]
           ])
           // PostgreSQL: no foreign-key trigger per stored page or target (SQLite keeps its in-process checks).
           const foreignKeys = yield* sql.onDialectOrElse({
@@ -49,6 +51,22 @@ for (const db of Databases.all) {
             orElse: () => Effect.succeed(0)
           })
           assert.strictEqual(foreignKeys, 0)
+          // PostgreSQL: the key columns compare bytewise, whatever the database's locale (SQLite's text always does).
+          if (db.name === "pg") {
+            const keyCollations = yield* sql<{ readonly column: string; readonly collation: string | null }>`
+              SELECT table_name || '.' || column_name AS column, collation_name AS collation
+              FROM information_schema.columns
+              WHERE (table_name, column_name) IN (('jobs', 'id'), ('targets', 'id'), ('targets', 'job_id'),
+                ('pages', 'job_id'), ('pages', 'target_id'))
+              ORDER BY 1`
+            assert.deepStrictEqual(keyCollations.map((row) => `${row.column} ${row.collation}`), [
+              "jobs.id C",
+              "pages.job_id C",
+              "pages.target_id C",
+              "targets.id C",
+              "targets.job_id C"
+            ])
+          }
           for (const table of ["jobs", "targets", "pages"] as const) {
             const rows = yield* sql`SELECT COUNT(*) AS n FROM ${sql(table)}`
             assert.strictEqual(rows.length, 1)
@@ -135,44 +153,82 @@ for (const db of Databases.all) {
           )
         }))
 
-      // PostgreSQL only: SQLite stores through its own statements (VALUES lists joined on the primary key).
+      // PostgreSQL only: SQLite claims and stores through its own statements (VALUES lists joined on the primary key).
       if (db.name === "pg") {
         it.effect(
-          "PostgreSQL: a batch of pages finds its targets by key, never by scanning them (fresh, unanalyzed table)",
+          "PostgreSQL: the claim and the page store are the functions whose plans find targets by index, never by a scan",
           () =>
             Effect.gen(function*() {
               // The first job on a new database has no statistics: the planner then preferred a hash join over a scan
-              // of every target of the table, once per stored batch (a 1M-target job: 1M rows read per batch).
+              // of every target of the table, once per stored batch (a 1M-target job: 1M rows read per batch). The
+              // functions keep their plans per connection, generic ones after five calls: both kinds are checked.
+              const sql = yield* SqlClient.SqlClient
               const repo = yield* JobRepo
               yield* repo.insertJob(newJob("job-plan", 5000))
-              const targets = yield* repo.claim("job-plan", "owner-p", 30_000, 50)
-              const plans: Array<string> = []
-              const explain: Statement.Statement.Transformer = (statement, sql) => {
-                const [text, params] = statement.compile()
-                return text.includes("json_to_recordset")
-                  ? sql.unsafe<{ readonly "QUERY PLAN": unknown }>(`EXPLAIN (FORMAT JSON) ${text}`, params).pipe(
-                    Statement.withTransformerDisabled,
-                    Effect.orDie,
-                    Effect.map((rows) => {
-                      plans.push(JSON.stringify(rows[0]?.["QUERY PLAN"]))
-                      return statement
-                    })
-                  )
-                  : Effect.succeed(statement)
-              }
+              const sent: Array<string> = []
+              const record: Statement.Statement.Transformer = (statement) =>
+                Effect.sync(() => {
+                  sent.push(statement.compile()[0])
+                  return statement
+                })
+              const targets = yield* repo.claim("job-plan", "owner-p", 30_000, 50).pipe(
+                Statement.withTransformer(record)
+              )
               const owned = yield* repo.storePages(targets.map((target) => ({
                 fence: { targetId: target.id, jobId: "job-plan", owner: "owner-p", attempt: target.attempt },
                 page: page(1, { url: target.url }),
                 done: true
-              }))).pipe(Statement.withTransformer(explain))
+              }))).pipe(Statement.withTransformer(record))
               assert.strictEqual(owned.size, 50)
               assert.strictEqual(yield* countRows("pages", "job-plan"), 50)
-              assert.strictEqual(plans.length, 1)
-              const scans = [...plans[0]!.matchAll(/"Node Type":"([^"]+)"[^{}]*?"Relation Name":"targets"/g)].map((m) =>
-                m[1]
-              )
-              assert.isAbove(scans.length, 0, "the plan reads targets")
-              assert.notInclude(scans, "Seq Scan", `scans of targets: ${scans.join(", ")}`)
+              assert.lengthOf(sent, 2)
+              assert.include(sent[0], "harvester_claim(")
+              assert.include(sent[1], "harvester_store_pages(")
+
+              // Each function's statement as the database holds it, prepared with the function's parameters.
+              const functions = [
+                {
+                  name: "harvester_claim",
+                  params: ["p_job", "p_limit", "p_owner", "p_ttl"],
+                  types: "TEXT, INTEGER, TEXT, BIGINT",
+                  args: "'job-plan', 50, 'owner-q', 30000"
+                },
+                {
+                  name: "harvester_store_pages",
+                  params: ["p_rows", "p_owner"],
+                  types: "JSON, TEXT",
+                  args: `'${
+                    JSON.stringify(targets.map((target) => ({ target_id: target.id, attempt: target.attempt })))
+                  }', 'owner-p'`
+                }
+              ]
+              for (const fn of functions) {
+                const [source] = yield* sql<
+                  { readonly prosrc: string }
+                >`SELECT prosrc FROM pg_proc WHERE proname = ${fn.name}`
+                const body = /RETURN QUERY([\s\S]*);\s*END\s*$/.exec(source?.prosrc ?? "")?.[1]
+                assert.isDefined(body, `the statement of ${fn.name}`)
+                const text = fn.params.reduce(
+                  (statement, param, i) => statement.replace(new RegExp(`\\b${param}\\b`, "g"), `$${i + 1}`),
+                  body!
+                )
+                for (const mode of ["force_generic_plan", "force_custom_plan"]) {
+                  const plan = yield* sql.withTransaction(Effect.gen(function*() {
+                    yield* sql.unsafe(`SET LOCAL plan_cache_mode = ${mode}`)
+                    yield* sql.unsafe(`PREPARE plan_check (${fn.types}) AS ${text}`)
+                    const rows = yield* sql.unsafe<{ readonly "QUERY PLAN": unknown }>(
+                      `EXPLAIN (FORMAT JSON) EXECUTE plan_check (${fn.args})`
+                    )
+                    yield* sql.unsafe("DEALLOCATE plan_check")
+                    return JSON.stringify(rows[0]?.["QUERY PLAN"])
+                  }))
+                  const scans = [...plan.matchAll(/"Node Type":"([^"]+)"[^{}]*?"Relation Name":"targets"/g)].map((m) =>
+                    m[1]
+                  )
+                  assert.isAbove(scans.length, 0, `${fn.name} (${mode}) reads targets`)
+                  assert.notInclude(scans, "Seq Scan", `${fn.name} (${mode}), scans of targets: ${scans.join(", ")}`)
+                }
+              }
             })
         )
       }

@@ -16,6 +16,8 @@ import init from "./migrations/0001_init.js"
 import failedPages from "./migrations/0002_failed_pages.js"
 import noForeignKeys from "./migrations/0003_no_foreign_keys.js"
 import jobSecrets from "./migrations/0004_job_secrets.js"
+import binaryKeys from "./migrations/0005_binary_keys.js"
+import claimStoreFunctions from "./migrations/0006_claim_store_functions.js"
 import * as SqliteWorker from "./SqliteWorker.js"
 
 /** The database could not be opened, reached or migrated. */
@@ -31,7 +33,9 @@ const loader = Migrator.fromRecord({
   "0001_init": init,
   "0002_failed_pages": failedPages,
   "0003_no_foreign_keys": noForeignKeys,
-  "0004_job_secrets": jobSecrets
+  "0004_job_secrets": jobSecrets,
+  "0005_binary_keys": binaryKeys,
+  "0006_claim_store_functions": claimStoreFunctions
 })
 
 const unavailable = (database: string) => (cause: { readonly message: string }) =>

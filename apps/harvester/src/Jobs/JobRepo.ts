@@ -1,6 +1,7 @@
 /**
  * JobRepo — every SQL statement of the harvester, typed with `SqlSchema`, identical on SQLite and PostgreSQL except
- * where `onDialectOrElse` says otherwise (the database clock, `FOR UPDATE SKIP LOCKED`).
+ * where `onDialectOrElse` says otherwise (the database clock; on PostgreSQL the claim and the page store call the
+ * functions of migration 0006, whose plans are kept per connection).
  *
  * The work protocol: a target is claimed in batches (`pending -> leased`, owner = the instance, expiry from the
  * database clock, `attempt + 1`); its owner renews the lease while it works (`heartbeat`); every page is stored in one
@@ -161,10 +162,6 @@ export class JobRepo extends Effect.Service<JobRepo>()("spindle/JobRepo", {
       pg: () => sql.literal("CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"),
       orElse: () => sql.literal("CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)")
     })
-    const skipLocked = sql.onDialectOrElse({
-      pg: () => sql.literal("FOR UPDATE SKIP LOCKED"),
-      orElse: () => sql.literal("")
-    })
 
     const insertJob = Effect.fn("JobRepo.insertJob")(
       function*(job: NewJob) {
@@ -288,15 +285,20 @@ export class JobRepo extends Effect.Service<JobRepo>()("spindle/JobRepo", {
       readonly ttl: number
       readonly limit: number
     }) =>
-      sql<Record<string, unknown>>`WITH picked AS (
+      sql.onDialectOrElse({
+        // The same statement in a function (migration 0006), whose plan PostgreSQL keeps per connection.
+        pg: () => sql<Record<string, unknown>>`SELECT * FROM harvester_claim(${jobId}, ${limit}, ${owner}, ${ttl})`,
+        orElse: () =>
+          sql<Record<string, unknown>>`WITH picked AS (
             SELECT id FROM targets WHERE job_id = ${jobId} AND status = 'pending'
-            ORDER BY seq LIMIT ${limit} ${skipLocked}
+            ORDER BY seq LIMIT ${limit}
           )
           UPDATE targets
           SET status = 'leased', lease_owner = ${owner}, lease_expires_at = ${now} + ${ttl},
               attempt = attempt + 1, updated_at = ${now}
           WHERE status = 'pending' AND id IN (SELECT id FROM picked)
           RETURNING id, job_id, seq, url, paginate, attempt, next_page`
+      })
     /**
      * Leases up to `limit` pending targets of the job, in order. The rows are checked by hand (`decodeTargetRow`):
      * on the hot path a Schema decode of every claimed row cost more than the claim's SQL.
@@ -380,10 +382,11 @@ export class JobRepo extends Effect.Service<JobRepo>()("spindle/JobRepo", {
         : sql.onDialectOrElse({ pg: () => storePg(writes), orElse: () => storeInTransaction(writes) })
 
     /**
-     * PostgreSQL: one statement (atomic by itself) whatever the count: the writes travel as one JSON parameter
-     * (`json_to_recordset`), the fenced UPDATE's RETURNING feeds the INSERT in the same statement. Two statements
-     * per 256 pages in a transaction cost ~8 round trips per 1024 pages, each waiting for a busy event loop (76 ms per
-     * transaction at 20k pages), and binding 12 parameters per page cost more CPU than the JSON text.
+     * PostgreSQL: one statement (atomic by itself) whatever the count: the writes travel as one JSON parameter to
+     * `harvester_store_pages` (migration 0006: `json_to_recordset`, the fenced UPDATE's RETURNING feeds the INSERT in
+     * the same statement, its plan kept per connection). Two statements per 256 pages in a transaction cost ~8 round
+     * trips per 1024 pages, each waiting for a busy event loop (76 ms per transaction at 20k pages), and binding 12
+     * parameters per page cost more CPU than the JSON text.
      *
      * The targets are looked up by key (`id = ANY(...)`, an index scan whatever the statistics): joined on
      * `id = w.target_id` alone, a new database's first job (no statistics yet; the recordset estimated at 100 rows)
@@ -402,34 +405,13 @@ export class JobRepo extends Effect.Service<JobRepo>()("spindle/JobRepo", {
         job_id: w.fence.jobId,
         ...w.page
       })))
-      return sql<{ readonly id: string }>`WITH w AS (
-          SELECT * FROM json_to_recordset(CAST(${rows} AS JSON)) AS w(
-            target_id TEXT, attempt INTEGER, next_page INTEGER, done BOOLEAN, job_id TEXT, page_no INTEGER,
-            url TEXT, status INTEGER, headers TEXT, body TEXT, bytes INTEGER, duration_ms DOUBLE PRECISION,
-            attempts INTEGER, error TEXT, error_message TEXT, fetched_at BIGINT)
-        ), owned AS (
-          UPDATE targets SET
-            next_page = w.next_page,
-            status = CASE WHEN w.done THEN 'done' ELSE targets.status END,
-            lease_owner = CASE WHEN w.done THEN NULL ELSE targets.lease_owner END,
-            lease_expires_at = CASE WHEN w.done THEN NULL ELSE targets.lease_expires_at END,
-            updated_at = ${now}
-          FROM w
-          WHERE targets.id = ANY(ARRAY(SELECT target_id FROM w)) AND targets.id = w.target_id
-            AND targets.attempt = w.attempt AND targets.lease_owner = ${owner}
-          RETURNING targets.id AS id
-        ), stored AS (
-          INSERT INTO pages (job_id, target_id, page_no, url, status, headers, body, bytes, duration_ms, attempts,
-            error, error_message, fetched_at)
-          SELECT w.job_id, w.target_id, w.page_no, w.url, w.status, w.headers, w.body, w.bytes, w.duration_ms,
-            w.attempts, w.error, w.error_message, w.fetched_at
-          FROM w JOIN owned ON owned.id = w.target_id
-          ON CONFLICT (target_id, page_no) DO NOTHING
+      return sql<
+        { readonly id: string }
+      >`SELECT id FROM harvester_store_pages(CAST(${rows} AS JSON), ${owner}) AS s(id)`
+        .pipe(
+          Effect.map((owned) => new Set(owned.map((row) => row.id)) as ReadonlySet<string>),
+          Effect.orDie
         )
-        SELECT id FROM owned`.pipe(
-        Effect.map((owned) => new Set(owned.map((row) => row.id)) as ReadonlySet<string>),
-        Effect.orDie
-      )
     }
 
     /**
