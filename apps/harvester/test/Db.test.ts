@@ -195,11 +195,11 @@ for (const db of Databases.all) {
                 },
                 {
                   name: "harvester_store_pages",
-                  params: ["p_rows", "p_owner"],
-                  types: "JSON, TEXT",
+                  params: ["p_rows", "p_owner", "p_bodies"],
+                  types: "JSON, TEXT, TEXT[]",
                   args: `'${
                     JSON.stringify(targets.map((target) => ({ target_id: target.id, attempt: target.attempt })))
-                  }', 'owner-p'`
+                  }', 'owner-p', ARRAY['{}']`
                 }
               ]
               for (const fn of functions) {

@@ -45,15 +45,22 @@ export default Effect.gen(function*() {
           END
           $body$`),
         // The targets still leased by (p_owner, attempt) advance (`done`: released) and their pages are inserted;
-        // returns the ids of those targets (the others lost their lease and store nothing).
-        sql.unsafe(`CREATE FUNCTION harvester_store_pages(p_rows JSON, p_owner TEXT) RETURNS SETOF TEXT
+        // returns the ids of those targets (the others lost their lease and store nothing). The bodies travel beside
+        // the JSON of the other columns, one text parameter each (`p_bodies[n]` is the body of the n-th row): inside
+        // the JSON they were parsed twice (validated at bind, then read by `json_to_recordset`), escaped and
+        // unescaped, ~15 % of the statement's CPU.
+        sql.unsafe(`CREATE FUNCTION harvester_store_pages(p_rows JSON, p_owner TEXT, p_bodies TEXT[])
+          RETURNS SETOF TEXT
           LANGUAGE plpgsql AS $body$
           BEGIN
             RETURN QUERY WITH w AS (
-              SELECT * FROM json_to_recordset(p_rows) AS w(
+              SELECT r.*, p_bodies[r.n] AS body
+              FROM ROWS FROM (json_to_recordset(p_rows) AS (
                 target_id TEXT, attempt INTEGER, next_page INTEGER, done BOOLEAN, job_id TEXT, page_no INTEGER,
-                url TEXT, status INTEGER, headers TEXT, body TEXT, bytes INTEGER, duration_ms DOUBLE PRECISION,
-                attempts INTEGER, error TEXT, error_message TEXT, fetched_at BIGINT)
+                url TEXT, status INTEGER, headers TEXT, bytes INTEGER, duration_ms DOUBLE PRECISION,
+                attempts INTEGER, error TEXT, error_message TEXT, fetched_at BIGINT
+              )) WITH ORDINALITY AS r(target_id, attempt, next_page, done, job_id, page_no, url, status, headers,
+                bytes, duration_ms, attempts, error, error_message, fetched_at, n)
             ), owned AS (
               UPDATE targets SET
                 next_page = w.next_page,
