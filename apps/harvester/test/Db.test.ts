@@ -156,7 +156,7 @@ for (const db of Databases.all) {
       // PostgreSQL only: SQLite claims and stores through its own statements (VALUES lists joined on the primary key).
       if (db.name === "pg") {
         it.effect(
-          "PostgreSQL: the claim and the page store are the functions whose plans find targets by index, never by a scan",
+          "PostgreSQL: the claim and the page store are functions whose plans find targets by index, never by a scan",
           () =>
             Effect.gen(function*() {
               // The first job on a new database has no statistics: the planner then preferred a hash join over a scan

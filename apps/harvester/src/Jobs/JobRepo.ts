@@ -387,9 +387,9 @@ export class JobRepo extends Effect.Service<JobRepo>()("spindle/JobRepo", {
     /**
      * PostgreSQL: one statement (atomic by itself) whatever the count: the writes travel as one JSON parameter, their
      * bodies beside it as a text parameter each, to `harvester_store_pages` (migration 0006: `json_to_recordset`, the
-     * fenced UPDATE's RETURNING feeds the INSERT in the same statement, its plan kept per connection). Two statements per 256 pages in a transaction cost ~8 round
-     * trips per 1024 pages, each waiting for a busy event loop (76 ms per transaction at 20k pages), and binding 12
-     * parameters per page cost more CPU than the JSON text.
+     * fenced UPDATE's RETURNING feeds the INSERT in the same statement, its plan kept per connection). Two statements
+     * per 256 pages in a transaction cost ~8 round trips per 1024 pages, each waiting for a busy event loop (76 ms per
+     * transaction at 20k pages), and binding 12 parameters per page cost more CPU than the JSON text.
      *
      * The targets are looked up by key (`id = ANY(...)`, an index scan whatever the statistics): joined on
      * `id = w.target_id` alone, a new database's first job (no statistics yet; the recordset estimated at 100 rows)
