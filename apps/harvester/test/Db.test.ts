@@ -39,7 +39,8 @@ for (const db of Databases.all) {
             [3, "no_foreign_keys"],
             [4, "job_secrets"],
             [5, "binary_keys"],
-            [6, "claim_store_functions"]
+            [6, "claim_store_functions"],
+            [7, "targets_status_seq"]
           ])
           // PostgreSQL: no foreign-key trigger per stored page or target (SQLite keeps its in-process checks).
           const foreignKeys = yield* sql.onDialectOrElse({
@@ -65,6 +66,14 @@ for (const db of Databases.all) {
               "pages.target_id C",
               "targets.id C",
               "targets.job_id C"
+            ])
+            // One index serves the claim (pending targets in seq order) and the counts (targets by status).
+            const indexes = yield* sql<{ readonly indexname: string }>`
+              SELECT indexname FROM pg_indexes WHERE tablename = 'targets' ORDER BY indexname`
+            assert.deepStrictEqual(indexes.map((row) => row.indexname), [
+              "targets_job_status_seq",
+              "targets_leased",
+              "targets_pkey"
             ])
           }
           for (const table of ["jobs", "targets", "pages"] as const) {

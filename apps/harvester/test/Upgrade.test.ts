@@ -1,7 +1,7 @@
 /**
  * Upgrading a PostgreSQL database of the previous release (migrations 0001–0004) in place: 0005 (bytewise key
- * columns, their indexes rebuilt) and 0006 (the claim and store functions) keep every row, and this version finishes
- * the job the previous one left half done.
+ * columns, their indexes rebuilt), 0006 (the claim and store functions) and 0007 (one index for the claim and the
+ * counts) keep every row, and this version finishes the job the previous one left half done.
  */
 import { Reactivity } from "@effect/experimental"
 import { NodeContext } from "@effect/platform-node"
@@ -57,7 +57,7 @@ const previousRelease = (url: string) =>
 
 describe.skipIf(pg.skip !== null)("Upgrading a PostgreSQL database of the previous release", () => {
   it.scoped(
-    "0005 and 0006 keep every row; this version finishes the job the previous one left",
+    "0005 to 0007 keep every row; this version finishes the job the previous one left",
     () =>
       Effect.gen(function*() {
         const url = yield* pgDatabaseScoped
@@ -69,7 +69,11 @@ describe.skipIf(pg.skip !== null)("Upgrading a PostgreSQL database of the previo
           const repo = yield* JobRepo
           const migrations = yield* sql<{ readonly name: string }>`
           SELECT name FROM effect_sql_migrations ORDER BY migration_id`
-          assert.deepStrictEqual(migrations.map((m) => m.name).slice(-2), ["binary_keys", "claim_store_functions"])
+          assert.deepStrictEqual(migrations.map((m) => m.name).slice(-3), [
+            "binary_keys",
+            "claim_store_functions",
+            "targets_status_seq"
+          ])
           const stored = yield* repo.results("job-old", { after: 0, limit: 10 })
           assert.deepStrictEqual(stored.map((page) => [page.target_id, page.body]), [["job-old.0", "{\"page\":0}"]])
 

@@ -18,6 +18,7 @@ import noForeignKeys from "./migrations/0003_no_foreign_keys.js"
 import jobSecrets from "./migrations/0004_job_secrets.js"
 import binaryKeys from "./migrations/0005_binary_keys.js"
 import claimStoreFunctions from "./migrations/0006_claim_store_functions.js"
+import targetsStatusSeq from "./migrations/0007_targets_status_seq.js"
 import * as SqliteWorker from "./SqliteWorker.js"
 
 /** The database could not be opened, reached or migrated. */
@@ -35,7 +36,8 @@ const loader = Migrator.fromRecord({
   "0003_no_foreign_keys": noForeignKeys,
   "0004_job_secrets": jobSecrets,
   "0005_binary_keys": binaryKeys,
-  "0006_claim_store_functions": claimStoreFunctions
+  "0006_claim_store_functions": claimStoreFunctions,
+  "0007_targets_status_seq": targetsStatusSeq
 })
 
 const unavailable = (database: string) => (cause: { readonly message: string }) =>
