@@ -149,6 +149,9 @@ const statementSize = (left: number) => {
 /** Targets per INSERT ... SELECT FROM a JSON array (one parameter, whatever the count). */
 const TARGETS_PER_STATEMENT = 50_000
 
+/** SQLite's clock in epoch millis (`now` on SQLite; the page store's statements built as text use it as is). */
+const SQLITE_NOW = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+
 export const targetId = (jobId: string, seq: number): string => `${jobId}.${seq}`
 
 export class JobRepo extends Effect.Service<JobRepo>()("spindle/JobRepo", {
@@ -160,7 +163,7 @@ export class JobRepo extends Effect.Service<JobRepo>()("spindle/JobRepo", {
     /** Epoch millis from the database's clock (leases are compared against it on every instance). */
     const now = sql.onDialectOrElse({
       pg: () => sql.literal("CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"),
-      orElse: () => sql.literal("CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)")
+      orElse: () => sql.literal(SQLITE_NOW)
     })
 
     const insertJob = Effect.fn("JobRepo.insertJob")(
@@ -483,7 +486,6 @@ export class JobRepo extends Effect.Service<JobRepo>()("spindle/JobRepo", {
     }
     const advancedRows = rowsText("(CAST(? AS TEXT), CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER))")
     const pageRows = rowsText("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-    const nowText = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 
     /**
      * The written targets still leased by (owner, attempt) advance (`done`: released); returns their ids. Driven by
@@ -503,7 +505,7 @@ export class JobRepo extends Effect.Service<JobRepo>()("spindle/JobRepo", {
           status = CASE WHEN w.column4 = 1 THEN 'done' ELSE targets.status END,
           lease_owner = CASE WHEN w.column4 = 1 THEN NULL ELSE targets.lease_owner END,
           lease_expires_at = CASE WHEN w.column4 = 1 THEN NULL ELSE targets.lease_expires_at END,
-          updated_at = ${nowText}
+          updated_at = ${SQLITE_NOW}
         FROM (VALUES ${advancedRows(writes.length)}) AS w
         WHERE targets.id = w.column1 AND targets.attempt = w.column2 AND targets.lease_owner = ?
         RETURNING targets.id AS id`,
